@@ -1,0 +1,139 @@
+/*
+ * arena.c — a request's pool (nginx's ngx_pool_t idea). Chunks come from mem and are chained;
+ * allocation bumps a cursor in the head chunk; arena_release() gives every chunk back at once.
+ *
+ * Chunk sizes are powers of two counting the header (4 KiB, 8, 16, 32, then 64 KiB each), so
+ * they fill their buddy runs exactly. A request bigger than the next chunk's room gets a chunk
+ * of its own, linked behind the head so the head's remaining room is not lost.
+ */
+#include <string.h>
+#include "sluice.h"
+
+#define ALIGN       16
+#define CHUNK_FIRST 4096
+#define CHUNK_MAX   65536
+
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t              size; /* bytes of room after the header */
+};
+
+/* The header rounded up so that the room after it starts 16-byte aligned. */
+#define CHUNK_HDR ((sizeof(struct arena_chunk) + ALIGN - 1) & ~(size_t)(ALIGN - 1))
+
+static unsigned char *
+chunk_room(struct arena_chunk *c)
+{
+	return (unsigned char *)c + CHUNK_HDR;
+}
+
+/* Double the head's size for the next chunk, from CHUNK_FIRST up to CHUNK_MAX. */
+static size_t
+next_chunk_bytes(const struct arena *a)
+{
+	size_t n;
+
+	if (a->head == NULL)
+		return CHUNK_FIRST;
+	n = 2 * (a->head->size + CHUNK_HDR);
+	return n < CHUNK_FIRST ? CHUNK_FIRST : n > CHUNK_MAX ? CHUNK_MAX : n;
+}
+
+static struct arena_chunk *
+chunk_new(struct arena *a, size_t room)
+{
+	struct arena_chunk *c;
+
+	if (room > SIZE_MAX - CHUNK_HDR || (c = mem_alloc(CHUNK_HDR + room)) == NULL)
+		return NULL;
+	c->next = NULL;
+	c->size = room;
+	a->total += CHUNK_HDR + room;
+	return c;
+}
+
+/* n is already aligned and does not fit in the head. */
+static void *
+arena_grow(struct arena *a, size_t n)
+{
+	size_t room = next_chunk_bytes(a) - CHUNK_HDR;
+	struct arena_chunk *c = chunk_new(a, n > room ? n : room);
+
+	if (c == NULL)
+		return NULL;
+	if (n > room && a->head != NULL) {
+		c->next = a->head->next;
+		a->head->next = c;
+	} else {
+		c->next = a->head;
+		a->head = c;
+		a->used = n;
+	}
+	return chunk_room(c);
+}
+
+void
+arena_init(struct arena *a)
+{
+	a->head = NULL;
+	a->used = 0;
+	a->total = 0;
+}
+
+void *
+arena_alloc(struct arena *a, size_t n)
+{
+	void *p;
+
+	if (n > SIZE_MAX - ALIGN)
+		return NULL;
+	n = (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+	if (a->head == NULL || a->head->size - a->used < n)
+		return arena_grow(a, n);
+	p = chunk_room(a->head) + a->used;
+	a->used += n;
+	return p;
+}
+
+char *
+arena_strndup(struct arena *a, const char *s, size_t n)
+{
+	size_t len = strnlen(s, n);
+	char *p = arena_alloc(a, len + 1);
+
+	if (p != NULL) {
+		memcpy(p, s, len);
+		p[len] = '\0';
+	}
+	return p;
+}
+
+char *
+arena_printf(struct arena *a, const char *fmt, ...)
+{
+	va_list ap;
+	int len;
+	char *p;
+
+	va_start(ap, fmt);
+	len = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (len < 0 || (p = arena_alloc(a, (size_t)len + 1)) == NULL)
+		return NULL;
+	va_start(ap, fmt);
+	vsnprintf(p, (size_t)len + 1, fmt, ap);
+	va_end(ap);
+	return p;
+}
+
+void
+arena_release(struct arena *a)
+{
+	struct arena_chunk *c = a->head, *next;
+
+	for (; c != NULL; c = next) {
+		next = c->next;
+		mem_free(c);
+	}
+	arena_init(a);
+}

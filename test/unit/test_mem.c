@@ -1,0 +1,605 @@
+/* test_mem.c — the buddy allocator: sizes, coalescing, exhaustion, realloc, stress, threads. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "sluice.h"
+#include "unit.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
+#define KB 1024
+#define MB (1024 * 1024)
+
+static char err[256];
+
+static int
+init(size_t bytes)
+{
+	err[0] = '\0';
+	return CHECKF(mem_init(bytes, err, sizeof err) == 0, "mem_init(%zu): %s", bytes, err);
+}
+
+static struct mem_stats
+stats(void)
+{
+	struct mem_stats st;
+
+	mem_get_stats(&st);
+	return st;
+}
+
+/* The largest run the pool can hold: the top power of two of its blocks. */
+static size_t
+max_run(void)
+{
+	size_t blocks = stats().reserved / MEM_BLOCK, run = 1;
+
+	while (run * 2 <= blocks)
+		run *= 2;
+	return run * MEM_BLOCK;
+}
+
+/* After everything is freed: nothing in use, and the largest run can be had again. */
+static void
+check_coalesced(void)
+{
+	void *p;
+
+	CHECKF(stats().in_use == 0, "in_use %zu", stats().in_use);
+	p = mem_alloc(max_run());
+	CHECKF(p != NULL, "max run %zu after freeing all", max_run());
+	mem_free(p);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15u;
+
+static uint32_t
+rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (uint32_t)(rng >> 32);
+}
+
+static void
+test_init(void)
+{
+	static const struct {
+		const char *name;
+		size_t bytes;
+		int ok;
+		size_t reserved;
+		const char *err;
+	} rows[] = {
+		{ "zero bytes",        0,                   0, 0,                 "too small" },
+		{ "less than a block", 100,                 0, 0,                 "too small" },
+		{ "two blocks",        200,                 1, 2 * MEM_BLOCK,     NULL },
+		{ "one MiB",           MB,                  1, 16131 * MEM_BLOCK, NULL },
+		{ "odd size",          MB + 123,            1, 16132 * MEM_BLOCK, NULL },
+		{ "beyond 2^31 blocks", (size_t)1 << 40,    0, 0,                 "too large" },
+	};
+
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		int rc;
+
+		unit_case("init: %s", rows[i].name);
+		err[0] = '\0';
+		rc = mem_init(rows[i].bytes, err, sizeof err);
+		CHECKF((rc == 0) == rows[i].ok, "rc %d, err '%s'", rc, err);
+		if (rc == 0) {
+			CHECKF(stats().reserved == rows[i].reserved, "reserved %zu", stats().reserved);
+			CHECK(stats().in_use == 0 && stats().allocs == 0);
+			mem_shutdown();
+		} else {
+			CHECKF(strstr(err, rows[i].err) != NULL, "err '%s'", err);
+		}
+	}
+
+	unit_case("init: twice is refused, shutdown twice is harmless");
+	if (init(64 * KB)) {
+		CHECK(mem_init(64 * KB, err, sizeof err) == -1 && strstr(err, "already") != NULL);
+		mem_shutdown();
+	}
+	mem_shutdown();
+	CHECK(mem_alloc(1) == NULL);
+}
+
+static void
+test_sizes(void)
+{
+	static const struct {
+		size_t n, usable;
+	} rows[] = {
+		{ 0, 64 }, { 1, 64 }, { 16, 64 }, { 64, 64 }, { 65, 128 }, { 100, 128 },
+		{ 1000, 1024 }, { 4096, 4096 }, { 4097, 8192 }, { 100000, 131072 }, { 512 * KB, 512 * KB },
+	};
+	void *p[NELEM(rows)];
+	size_t total = 0;
+
+	if (!init(MB))
+		return;
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		unit_case("alloc %zu bytes", rows[i].n);
+		p[i] = mem_alloc(rows[i].n);
+		if (!CHECK(p[i] != NULL))
+			continue;
+		total += rows[i].usable;
+		CHECKF(mem_usable(p[i]) == rows[i].usable, "usable %zu", mem_usable(p[i]));
+		CHECKF((uintptr_t)p[i] % 16 == 0, "%p not 16-byte aligned", p[i]);
+		CHECK(mem_owns(p[i]) && mem_owns((char *)p[i] + rows[i].usable - 1));
+		CHECKF(stats().in_use == total, "in_use %zu, expected %zu", stats().in_use, total);
+		CHECK(stats().allocs == i + 1);
+		memset(p[i], 0x5a, rows[i].usable);
+	}
+	unit_case("alloc: a run too big for the pool is refused");
+	CHECK(mem_alloc(max_run() + 1) == NULL && stats().refusals == 1);
+	CHECK(mem_alloc(SIZE_MAX) == NULL && stats().refusals == 2);
+
+	unit_case("alloc: free every size, then coalesced");
+	for (size_t i = 0; i < NELEM(rows); i++)
+		mem_free(p[i]);
+	check_coalesced();
+	CHECK(stats().high_water == total);
+	mem_shutdown();
+}
+
+/* Allocate every block one at a time, free them in an order, and expect full coalescing. */
+static void
+test_free_orders(void)
+{
+	static void *p[2048];
+	static const char *orders[] = { "in order", "reverse", "evens then odds", "random" };
+	size_t n;
+
+	for (size_t o = 0; o < NELEM(orders); o++) {
+		unit_case("free all single blocks %s", orders[o]);
+		if (!init(64 * KB))
+			return;
+		for (n = 0; n < NELEM(p) && (p[n] = mem_alloc(1)) != NULL; n++)
+			;
+		CHECKF(n * MEM_BLOCK == stats().reserved, "%zu blocks of %zu bytes", n, stats().reserved);
+		CHECK(stats().refusals == 1 && stats().in_use == stats().reserved);
+		if (o == 3) {
+			for (size_t i = n - 1; i > 0; i--) {
+				size_t j = rnd() % (i + 1);
+				void *t = p[i];
+
+				p[i] = p[j];
+				p[j] = t;
+			}
+		}
+		for (size_t i = 0; i < n; i++) {
+			size_t at = o == 1 ? n - 1 - i : o == 2 ? (i < (n + 1) / 2 ? 2 * i : 2 * (i - (n + 1) / 2) + 1) : i;
+
+			mem_free(p[at]);
+		}
+		check_coalesced();
+		mem_shutdown();
+	}
+}
+
+static void
+test_exhaustion(void)
+{
+	void *p[64], *big;
+	size_t n;
+
+	unit_case("exhaustion: NULL and a refusal, then recovery");
+	if (!init(64 * KB))
+		return;
+	for (n = 0; n < NELEM(p) && (p[n] = mem_alloc(4 * KB)) != NULL; n++)
+		;
+	CHECKF(n == stats().reserved / (4 * KB), "%zu runs of 4K", n);
+	CHECK(stats().refusals == 1);
+	CHECK(mem_alloc(4 * KB) == NULL && stats().refusals == 2);
+	mem_free(p[0]);
+	p[0] = mem_alloc(4 * KB);
+	CHECK(p[0] != NULL && stats().refusals == 2);
+	CHECK(mem_alloc(1) != NULL); /* the blocks left over after the 4K runs */
+
+	unit_case("exhaustion: high water stays at the peak");
+	{
+		size_t peak = stats().in_use;
+
+		for (size_t i = 0; i < n; i++)
+			mem_free(p[i]);
+		CHECK(stats().high_water == peak);
+		big = mem_alloc(8 * KB);
+		CHECK(big != NULL && stats().high_water == peak);
+		mem_free(big);
+	}
+	mem_shutdown();
+}
+
+static void
+test_realloc(void)
+{
+	static const struct {
+		const char *name;
+		size_t from, to;
+		int same;          /* 1: the same pointer back */
+		size_t usable;     /* after */
+	} rows[] = {
+		{ "grow inside its run",  100,  120,  1, 128 },
+		{ "grow to the run size", 100,  128,  1, 128 },
+		{ "grow past its run",    100,  1000, 0, 1024 },
+		{ "grow a lot",           64,   64000, 0, 65536 },
+		{ "shrink keeps place",   1000, 100,  1, 128 },
+		{ "shrink to zero",       1000, 0,    1, 64 },
+		{ "same size",            256,  256,  1, 256 },
+	};
+
+	if (!init(MB))
+		return;
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		unsigned char *p, *q;
+		size_t keep = rows[i].from < rows[i].to ? rows[i].from : rows[i].to;
+
+		unit_case("realloc: %s", rows[i].name);
+		p = mem_alloc(rows[i].from);
+		if (!CHECK(p != NULL))
+			continue;
+		for (size_t j = 0; j < rows[i].from; j++)
+			p[j] = (unsigned char)(j * 7 + i);
+		q = mem_realloc(p, rows[i].to);
+		if (!CHECK(q != NULL))
+			continue;
+		CHECKF((q == p) == rows[i].same, "moved: %d", q != p);
+		CHECKF(mem_usable(q) == rows[i].usable, "usable %zu", mem_usable(q));
+		CHECKF(stats().in_use == rows[i].usable, "in_use %zu", stats().in_use);
+		for (size_t j = 0; j < keep; j++) {
+			if (!CHECKF(q[j] == (unsigned char)(j * 7 + i), "byte %zu lost", j))
+				break;
+		}
+		mem_free(q);
+		check_coalesced();
+	}
+
+	unit_case("realloc: NULL is alloc");
+	{
+		void *p = mem_realloc(NULL, 10);
+
+		CHECK(p != NULL && mem_usable(p) == 64);
+		mem_free(p);
+	}
+
+	unit_case("realloc: failure keeps the old block");
+	{
+		char *p = mem_alloc(100), *fill;
+
+		if (CHECK(p != NULL)) {
+			strcpy(p, "precious");
+			CHECK(mem_realloc(p, max_run() + 1) == NULL);
+			CHECK(strcmp(p, "precious") == 0 && mem_usable(p) == 128);
+			/* Take the biggest free run, then ask for a run no free one holds. */
+			fill = mem_alloc(max_run());
+			CHECK(fill != NULL);
+			CHECK(mem_realloc(p, max_run()) == NULL);
+			CHECK(strcmp(p, "precious") == 0);
+			CHECK(stats().refusals == 2);
+			mem_free(fill);
+			mem_free(p);
+		}
+		check_coalesced();
+	}
+	mem_shutdown();
+}
+
+static void
+test_calloc_strdup_owns(void)
+{
+	int local;
+
+	if (!init(MB))
+		return;
+	unit_case("calloc zeroes reused memory");
+	{
+		unsigned char *p = mem_alloc(3000), *q;
+		int zero = 1;
+
+		if (CHECK(p != NULL)) {
+			memset(p, 0xff, 3000);
+			mem_free(p);
+		}
+		q = mem_calloc(300, 10);
+		CHECK(q == p); /* the same run came back: the zeroing is real */
+		for (size_t i = 0; q != NULL && i < 3000; i++)
+			zero &= q[i] == 0;
+		CHECK(zero);
+		mem_free(q);
+	}
+
+	unit_case("calloc overflow is refused");
+	CHECK(mem_calloc(SIZE_MAX / 2, 3) == NULL && stats().refusals == 1);
+	{
+		void *z = mem_calloc(0, 10);
+
+		CHECK(z != NULL);
+		mem_free(z);
+	}
+
+	unit_case("strdup");
+	{
+		static char longs[5000];
+		char *a = mem_strdup(""), *b = mem_strdup("hello"), *c;
+
+		memset(longs, 'x', sizeof longs - 1);
+		c = mem_strdup(longs);
+		CHECK(a && strcmp(a, "") == 0);
+		CHECK(b && strcmp(b, "hello") == 0 && b != (char *)"hello");
+		CHECK(c && strcmp(c, longs) == 0 && mem_usable(c) == 8192);
+		mem_free(a);
+		mem_free(b);
+		mem_free(c);
+	}
+
+	unit_case("owns and usable");
+	{
+		char *p = mem_alloc(10);
+
+		CHECK(mem_owns(p) && mem_owns(p + 63));
+		CHECK(!mem_owns(&local) && !mem_owns(NULL) && !mem_owns(err));
+		CHECK(mem_usable(NULL) == 0 && mem_usable(&local) == 0);
+		CHECK(mem_usable(p + 16) == 0); /* inside a run but not its start */
+		mem_free(NULL);
+		mem_free(p);
+		CHECK(mem_usable(p) == 0); /* freed */
+	}
+	check_coalesced();
+	mem_shutdown();
+}
+
+/* A debug build fills fresh memory, and ASan traps reads of freed memory in the pool. */
+static void
+test_poison(void)
+{
+	unsigned char *p;
+
+	if (!init(64 * KB))
+		return;
+	p = mem_alloc(200);
+#ifdef SLUICE_DEBUG
+	unit_case("debug: fresh memory is 0xA5");
+	{
+		int all = 1;
+
+		for (size_t i = 0; p != NULL && i < mem_usable(p); i++)
+			all &= p[i] == 0xA5;
+		CHECK(all);
+	}
+#endif
+	mem_free(p);
+#if defined(__SANITIZE_ADDRESS__)
+	unit_case("asan: a freed run is poisoned, a new one is not");
+	CHECK(__asan_address_is_poisoned(p) && __asan_address_is_poisoned(p + 255));
+	p = mem_alloc(200);
+	CHECK(p != NULL && !__asan_address_is_poisoned(p) && !__asan_address_is_poisoned(p + 255));
+	CHECK(__asan_address_is_poisoned(p + 256)); /* the split-off buddy is free */
+	mem_free(p);
+#endif
+	(void)p;
+	mem_shutdown();
+}
+
+/* A freed or foreign pointer handed to free must stop the process, not corrupt the lists. */
+static void
+test_bad_free(void)
+{
+	static const char *what[] = { "double free", "interior pointer", "foreign pointer" };
+
+	for (size_t i = 0; i < NELEM(what); i++) {
+		pid_t pid;
+		int status = 0;
+
+		unit_case("abort on %s", what[i]);
+		fflush(stdout);
+		pid = fork();
+		if (pid == 0) {
+			static int foreign;
+			char *p;
+
+			if (freopen("/dev/null", "w", stderr) == NULL || mem_init(64 * KB, err, sizeof err) != 0)
+				_exit(3);
+			p = mem_alloc(100);
+			if (i == 0) {
+				mem_free(p);
+				mem_free(p);
+			} else {
+				mem_free(i == 1 ? p + 16 : (char *)&foreign);
+			}
+			_exit(0);
+		}
+		CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+		CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x", status);
+	}
+}
+
+/*
+ * Random allocs, reallocs and frees against a shadow model (fixed seed): every live block keeps
+ * its fill pattern, live runs never overlap, and in_use is the sum of their runs.
+ */
+#define SLOTS 512
+struct slot {
+	unsigned char *p;
+	size_t n;
+	unsigned char tag;
+};
+
+static int
+intact(const struct slot *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->p[i] != (unsigned char)(s->tag + i))
+			return 0;
+	return 1;
+}
+
+static int
+by_address(const void *a, const void *b)
+{
+	const struct slot *x = a, *y = b;
+
+	return (x->p > y->p) - (x->p < y->p);
+}
+
+static int
+model_consistent(struct slot *slots, size_t *bad)
+{
+	static struct slot live[SLOTS];
+	size_t nlive = 0, sum = 0;
+
+	for (size_t i = 0; i < SLOTS; i++) {
+		if (slots[i].p == NULL)
+			continue;
+		if (!intact(&slots[i]) || mem_usable(slots[i].p) < slots[i].n) {
+			*bad = i;
+			return 0;
+		}
+		sum += mem_usable(slots[i].p);
+		live[nlive++] = slots[i];
+	}
+	qsort(live, nlive, sizeof live[0], by_address);
+	for (size_t i = 1; i < nlive; i++)
+		if (live[i - 1].p + mem_usable(live[i - 1].p) > live[i].p)
+			return 0;
+	return sum == stats().in_use;
+}
+
+static size_t
+random_size(void)
+{
+	return rnd() % ((size_t)16 << (rnd() % 12)); /* mostly small, up to 32K */
+}
+
+static void
+fill_slot(struct slot *s, size_t from)
+{
+	for (size_t i = from; i < s->n; i++)
+		s->p[i] = (unsigned char)(s->tag + i);
+}
+
+static void
+test_stress(void)
+{
+	static struct slot slots[SLOTS];
+	size_t refused = 0, bad = 0;
+	int ok = 1;
+
+	unit_case("stress: 200000 random operations against a shadow model");
+	if (!init(2 * MB))
+		return;
+	rng = 42;
+	memset(slots, 0, sizeof slots);
+	for (int step = 0; step < 200000 && ok; step++) {
+		struct slot *s = &slots[rnd() % SLOTS];
+		unsigned op = rnd() % 3;
+
+		if (s->p == NULL) {
+			s->n = random_size();
+			s->tag = (unsigned char)rnd();
+			s->p = mem_alloc(s->n);
+			refused += s->p == NULL;
+			if (s->p)
+				fill_slot(s, 0);
+		} else if (!intact(s)) {
+			ok = CHECKF(0, "step %d: block %p of %zu corrupted", step, (void *)s->p, s->n);
+		} else if (op == 0) {
+			size_t n = random_size();
+			unsigned char *q = mem_realloc(s->p, n);
+
+			refused += q == NULL;
+			if (q != NULL) {
+				size_t old = s->n;
+
+				s->p = q;
+				s->n = n;
+				fill_slot(s, old < n ? old : n);
+			}
+		} else {
+			mem_free(s->p);
+			s->p = NULL;
+		}
+		if (ok && step % 5000 == 0)
+			ok = CHECKF(model_consistent(slots, &bad), "step %d: model differs (slot %zu)", step, bad);
+	}
+	CHECKF(refused > 0 && refused == stats().refusals, "refused %zu, counted %llu", refused,
+	    (unsigned long long)stats().refusals);
+	CHECK(model_consistent(slots, &bad));
+	for (size_t i = 0; i < SLOTS; i++)
+		mem_free(slots[i].p);
+	check_coalesced();
+	mem_shutdown();
+}
+
+/* Two threads allocate, fill, check and free at once; a lost lock shows as corruption. */
+static void *
+churn(void *arg)
+{
+	unsigned char tag = (unsigned char)(uintptr_t)arg;
+	unsigned char *held[32] = { 0 };
+	size_t held_n[32] = { 0 };
+	uint32_t r = tag * 2654435761u + 1;
+	uintptr_t bad = 0;
+
+	for (int i = 0; i < 100000; i++) {
+		size_t at = i % 32, n;
+
+		r = r * 1103515245u + 12345u;
+		n = 1 + (r >> 16) % 2000;
+		for (size_t j = 0; held[at] && j < held_n[at]; j++)
+			bad += held[at][j] != tag;
+		mem_free(held[at]);
+		held[at] = mem_alloc(n);
+		held_n[at] = held[at] ? n : 0;
+		if (held[at])
+			memset(held[at], tag, n);
+	}
+	for (size_t at = 0; at < 32; at++) {
+		for (size_t j = 0; held[at] && j < held_n[at]; j++)
+			bad += held[at][j] != tag;
+		mem_free(held[at]);
+	}
+	return (void *)bad;
+}
+
+static void
+test_threads(void)
+{
+	pthread_t t[2];
+	void *bad[2] = { (void *)1, (void *)1 };
+
+	unit_case("threads: two threads allocate and free concurrently");
+	if (!init(4 * MB))
+		return;
+	for (int i = 0; i < 2; i++)
+		CHECK(pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(0x11 * (i + 1))) == 0);
+	for (int i = 0; i < 2; i++)
+		CHECK(pthread_join(t[i], &bad[i]) == 0);
+	CHECKF(bad[0] == NULL && bad[1] == NULL, "corrupted bytes %zu, %zu", (size_t)(uintptr_t)bad[0],
+	    (size_t)(uintptr_t)bad[1]);
+	CHECK(stats().allocs == 200000 && stats().refusals == 0);
+	check_coalesced();
+	mem_shutdown();
+}
+
+void
+suite_mem(void)
+{
+	test_init();
+	test_sizes();
+	test_free_orders();
+	test_exhaustion();
+	test_realloc();
+	test_calloc_strdup_owns();
+	test_poison();
+	test_bad_free();
+	test_stress();
+	test_threads();
+}
