@@ -1,0 +1,626 @@
+/*
+ * test_json.c — reading JSON (json_parse over jsmn, json_find, json_skip, json_eq, json_is_null,
+ * json_skip_end) and writing it (json_escape into a capped buffer).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "sluice.h"
+#include "unit.h"
+
+/* The text of token i (a string's without its quotes). */
+static const char *
+tok_str(const struct json *j, int i)
+{
+	static char out[4][128];
+	static int k;
+	char *o = out[k++ % 4];
+	int n = j->tok[i].end - j->tok[i].start;
+
+	snprintf(o, sizeof out[0], "%.*s", n > 120 ? 120 : n, j->src + j->tok[i].start);
+	return o;
+}
+
+static const char *
+type_name(jsmntype_t t)
+{
+	switch (t) {
+	case JSMN_OBJECT:    return "object";
+	case JSMN_ARRAY:     return "array";
+	case JSMN_STRING:    return "string";
+	case JSMN_PRIMITIVE: return "primitive";
+	default:             return "undefined";
+	}
+}
+
+/* n copies of open, then n of close (0: none), in a malloc'd string. */
+static char *
+nest(int n, char open, char close)
+{
+	char *s = malloc(2 * (size_t)n + 1), *p = s;
+
+	if (s == NULL)
+		return NULL;
+	for (int i = 0; i < n; i++)
+		*p++ = open;
+	for (int i = 0; close && i < n; i++)
+		*p++ = close;
+	*p = '\0';
+	return s;
+}
+
+static void
+test_parse(void)
+{
+	static const struct {
+		const char *name, *src;
+		size_t      len;   /* 0: strlen(src) */
+		int         ntok;  /* -1: malformed */
+		jsmntype_t  type;  /* of the top-level value */
+	} rows[] = {
+		/* Valid */
+		{ "empty object",             "{}",                                  0, 1,  JSMN_OBJECT },
+		{ "whitespace around",        " \t\r\n{\"a\":1} \n\t\r ",            0, 3,  JSMN_OBJECT },
+		{ "a request body",
+		  "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+		  "\"stream\":true,\"temperature\":0.5,\"stop\":null}",             0, 16, JSMN_OBJECT },
+		{ "every kind of value",
+		  "{\"a\":{\"b\":[1,true,false,null,\"x\"]},\"c\":-1.5e3}",          0, 12, JSMN_OBJECT },
+		{ "a top-level array",        "[1,2,3]",                             0, 4,  JSMN_ARRAY },
+		{ "a top-level empty array",  "[]",                                  0, 1,  JSMN_ARRAY },
+		{ "a top-level string",       "\"s\"",                               0, 1,  JSMN_STRING },
+		{ "a top-level number",       "42",                                  0, 1,  JSMN_PRIMITIVE },
+		{ "a top-level number, space", "42 ",                                0, 1,  JSMN_PRIMITIVE },
+		{ "a top-level true",         "true",                                0, 1,  JSMN_PRIMITIVE },
+		{ "escapes in strings",       "{\"s\":\"q\\\" b\\\\ u\\u00e9 n\\n\"}", 0, 3,  JSMN_OBJECT },
+		{ "UTF-8 in strings",         "{\"s\":\"J\xc3\xbcrgen \xe6\x97\xa5\xf0\x9f\x8e\x89\"}", 0, 3, JSMN_OBJECT },
+		{ "empty key and value",      "{\"\":\"\"}",                         0, 3,  JSMN_OBJECT },
+		{ "numbers",                  "[0,-0,1.5,-2e10,3E+2,4e-2]",          0, 7,  JSMN_ARRAY },
+
+		/* Malformed */
+		{ "empty",                    "",                                    0, -1, 0 },
+		{ "whitespace only",          " \t\r\n ",                            0, -1, 0 },
+		{ "trailing garbage",         "{\"a\":1} x",                         0, -1, 0 },
+		{ "trailing number",          "{\"a\":1} 2",                         0, -1, 0 },
+		{ "trailing close",           "{\"a\":1}}",                          0, -1, 0 },
+		{ "two top-level values",     "{}{}",                                0, -1, 0 },
+		{ "two top-level arrays",     "[1] [2]",                             0, -1, 0 },
+		{ "a NUL after the value",    "{}\0",                                3, -1, 0 },
+		{ "a NUL inside a string",    "{\"a\":\"x\0y\"}",                   11, -1, 0 },
+		{ "unterminated string",      "{\"a\":\"abc",                        0, -1, 0 },
+		{ "unterminated key",         "{\"ab",                               0, -1, 0 },
+		{ "unterminated object",      "{\"a\":1",                            0, -1, 0 },
+		{ "unterminated array",       "[1,2",                                0, -1, 0 },
+		{ "mismatched brackets",      "[1}",                                 0, -1, 0 },
+		{ "close without open",       "}",                                   0, -1, 0 },
+		{ "bad literal tru",          "{\"a\":tru}",                         0, -1, 0 },
+		{ "bad literal nul",          "{\"a\":nul}",                         0, -1, 0 },
+		{ "bad literal truex",        "{\"a\":truex}",                       0, -1, 0 },
+		{ "bad literal True",         "{\"a\":True}",                        0, -1, 0 },
+		{ "bad literal undefined",    "{\"a\":undefined}",                   0, -1, 0 },
+		{ "bad number 1.2.3",         "{\"a\":1.2.3}",                       0, -1, 0 },
+		{ "bad number -",             "{\"a\":-}",                           0, -1, 0 },
+		{ "bad number +1",            "{\"a\":+1}",                          0, -1, 0 },
+		{ "bad escape",               "{\"a\":\"\\q\"}",                     0, -1, 0 },
+		{ "bad \\u escape",           "{\"a\":\"\\u12g4\"}",                 0, -1, 0 },
+		{ "unquoted key",             "{a:1}",                               0, -1, 0 },
+		{ "number as key",            "{1:2}",                               0, -1, 0 },
+		{ "missing colon",            "{\"a\" 1}",                           0, -1, 0 },
+		{ "single quotes",            "{'a':1}",                             0, -1, 0 },
+		{ "key without a value",      "{\"a\"}",                             0, -1, 0 },
+		{ "missing comma",            "{\"a\":1 \"b\":2}",                   0, -1, 0 },
+		{ "trailing comma",           "{\"a\":1,}",                          0, -1, 0 },
+		{ "array trailing comma",     "[1,]",                                0, -1, 0 },
+		{ "leading comma",            "[,1]",                                0, -1, 0 },
+		{ "raw control char in string", "{\"a\":\"x\ty\"}",                  0, -1, 0 },
+		{ "double comma",             "{\"a\":1,,\"b\":2}",                  0, -1, 0 },
+		{ "array double comma",       "[1,,2]",                              0, -1, 0 },
+		{ "comma first in an object", "{,\"a\":1}",                          0, -1, 0 },
+		{ "comma before the value",   ",{}",                                 0, -1, 0 },
+		{ "double colon",             "{\"a\"::1}",                          0, -1, 0 },
+		{ "colon in an array",        "[1:2]",                               0, -1, 0 },
+		{ "key: value in an array",   "[\"a\":1]",                           0, -1, 0 },
+		{ "chained colons",           "{\"a\":\"b\":\"c\"}",                   0, -1, 0 },
+	};
+	struct arena a;
+	struct json j;
+
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		size_t len = rows[i].len ? rows[i].len : strlen(rows[i].src);
+		int n;
+
+		unit_case("json_parse: %s", rows[i].name);
+		arena_init(&a);
+		memset(&j, 0, sizeof j);
+		n = json_parse(&j, &a, rows[i].src, len);
+		CHECKF(n == rows[i].ntok, "%d tokens, want %d", n, rows[i].ntok);
+		if (n > 0 && rows[i].ntok > 0) {
+			CHECK(j.ntok == n && j.src == rows[i].src);
+			CHECKF(j.tok[0].type == rows[i].type, "top-level %s, want %s", type_name(j.tok[0].type),
+			    type_name(rows[i].type));
+			CHECKF(json_skip(&j, 0) == n, "json_skip(0) %d, want %d", json_skip(&j, 0), n);
+		}
+		arena_release(&a);
+	}
+
+	/*
+	 * Deep nesting: moderate depth parses; great depth parses too or is refused (-1), but
+	 * never crashes (jsmn does not recurse); unbalanced depth is malformed.
+	 */
+	{
+		static const struct {
+			const char *name;
+			int depth, opened_only, short_one, may_refuse;
+		} deep[] = {
+			{ "arrays 100 deep",               100,   0, 0, 0 },
+			{ "arrays 10000 deep",             10000, 0, 0, 1 },
+			{ "arrays 10000 deep, unclosed",   10000, 1, 0, 0 },
+			{ "arrays 1000 deep, one short",   1000,  0, 1, 0 },
+		};
+
+		for (size_t i = 0; i < NELEM(deep); i++) {
+			char *s = nest(deep[i].depth, '[', deep[i].opened_only ? 0 : ']');
+			int n, want = deep[i].opened_only || deep[i].short_one ? -1 : deep[i].depth;
+
+			unit_case("json_parse: %s", deep[i].name);
+			if (!CHECK(s != NULL))
+				continue;
+			if (deep[i].short_one)
+				s[2 * deep[i].depth - 1] = '\0';
+			arena_init(&a);
+			n = json_parse(&j, &a, s, strlen(s));
+			CHECKF(n == want || (deep[i].may_refuse && n == -1), "%d tokens, want %d", n, want);
+			if (n > 0)
+				CHECK(json_skip(&j, 0) == n && json_skip(&j, n - 1) == n && j.tok[n - 1].type == JSMN_ARRAY);
+			arena_release(&a);
+			free(s);
+		}
+	}
+
+	unit_case("json_parse: objects 100 deep");
+	{
+		/* {"a":{"a":{ ... {} ... }}} */
+		int depth = 100;
+		size_t len = (size_t)depth * 5 + 2 + (size_t)depth;
+		char *s = malloc(len + 1), *p = s;
+		int n, o;
+
+		if (CHECK(s != NULL)) {
+			for (int i = 0; i < depth; i++) {
+				memcpy(p, "{\"a\":", 5);
+				p += 5;
+			}
+			memcpy(p, "{}", 2);
+			p += 2;
+			memset(p, '}', (size_t)depth);
+			p += depth;
+			*p = '\0';
+			arena_init(&a);
+			n = json_parse(&j, &a, s, len);
+			CHECKF(n == 2 * depth + 1, "%d tokens, want %d", n, 2 * depth + 1);
+			/* Walk down by json_find to the innermost object. */
+			o = n > 0 ? 0 : -1;
+			for (int i = 0; i < depth && o >= 0; i++)
+				o = json_find(&j, o, "a");
+			CHECKF(o == n - 1 && o >= 0 && j.tok[o].type == JSMN_OBJECT && j.tok[o].size == 0,
+			    "innermost %d", o);
+			arena_release(&a);
+			free(s);
+		}
+	}
+}
+
+static void
+test_parse_nomem(void)
+{
+	enum { MAXHOG = 1 << 16 };
+	void **hog = malloc(MAXHOG * sizeof *hog);
+	size_t nhog = 0;
+	struct arena a;
+	struct json j;
+
+	unit_case("json_parse: memory short");
+	if (!CHECK(hog != NULL))
+		return;
+	for (size_t sz = 1 << 20; sz >= MEM_BLOCK; sz /= 2)
+		while (nhog < MAXHOG && (hog[nhog] = mem_alloc(sz)) != NULL)
+			nhog++;
+	CHECKF(nhog < MAXHOG, "memory never ran out");
+	arena_init(&a);
+	CHECK(json_parse(&j, &a, "{\"a\":1}", 7) == -2);
+	CHECK(json_parse(&j, &a, "{\"a\":1} x", 9) == -1); /* refused before any allocation */
+	arena_release(&a);
+	while (nhog > 0)
+		mem_free(hog[--nhog]);
+	free(hog);
+	arena_init(&a);
+	CHECK(json_parse(&j, &a, "{\"a\":1}", 7) == 3);
+	arena_release(&a);
+}
+
+static void
+test_find(void)
+{
+	static const char doc[] =
+	    "{\"a\":1,\"n\":{\"a\":2,\"b\":{\"a\":3},\"arr\":[{\"a\":4}]},\"arr\":[{\"b\":5},\"b\"],"
+	    "\"b\":\"x\",\"s\":\"a\",\"nul\":null,\"e\":{},\"last\":[1,[2]]}";
+	static const struct {
+		const char *path;  /* keys from the top, separated by '.' */
+		const char *want;  /* the value's text (a string's without quotes); NULL: not found */
+		jsmntype_t  type;
+	} rows[] = {
+		{ "a",        "1",     JSMN_PRIMITIVE },
+		{ "b",        "x",     JSMN_STRING },    /* not n.b nor arr[0].b, which come first */
+		{ "n.a",      "2",     JSMN_PRIMITIVE },
+		{ "n.b.a",    "3",     JSMN_PRIMITIVE },
+		{ "n.b",      "{\"a\":3}", JSMN_OBJECT },
+		{ "n.arr",    "[{\"a\":4}]", JSMN_ARRAY },
+		{ "arr",      "[{\"b\":5},\"b\"]", JSMN_ARRAY },
+		{ "nul",      "null",  JSMN_PRIMITIVE },
+		{ "e",        "{}",    JSMN_OBJECT },
+		{ "last",     "[1,[2]]", JSMN_ARRAY },
+		{ "s",        "a",     JSMN_STRING },
+		{ "x",        NULL,    0 },             /* a value string, not a key */
+		{ "missing",  NULL,    0 },
+		{ "n.missing", NULL,   0 },
+		{ "n.b.b",    NULL,    0 },
+		{ "e.a",      NULL,    0 },             /* an empty object */
+		{ "a.a",      NULL,    0 },             /* a number is not an object */
+		{ "arr.b",    NULL,    0 },             /* nor is an array */
+		{ "s.a",      NULL,    0 },
+		{ "",         NULL,    0 },
+		{ "A",        NULL,    0 },             /* keys are case-sensitive */
+		{ "las",      NULL,    0 },             /* and whole */
+		{ "lastt",    NULL,    0 },
+	};
+	struct arena a;
+	struct json j;
+	int n;
+
+	arena_init(&a);
+	unit_case("json_find: the document parses");
+	n = json_parse(&j, &a, doc, sizeof doc - 1);
+	if (!CHECKF(n > 0, "json_parse %d", n)) {
+		arena_release(&a);
+		return;
+	}
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		char path[64], *save = NULL, *key;
+		int t = 0;
+
+		unit_case("json_find: %s", rows[i].path[0] ? rows[i].path : "(empty key)");
+		snprintf(path, sizeof path, "%s", rows[i].path);
+		key = strtok_r(path, ".", &save);
+		if (key == NULL)
+			t = json_find(&j, 0, "");
+		for (; key != NULL && t >= 0; key = strtok_r(NULL, ".", &save))
+			t = json_find(&j, t, key);
+		if (rows[i].want == NULL) {
+			CHECKF(t == -1, "found token %d '%s', want -1", t, t >= 0 ? tok_str(&j, t) : "");
+			continue;
+		}
+		if (!CHECKF(t > 0 && t < n, "token %d", t))
+			continue;
+		CHECKF(strcmp(tok_str(&j, t), rows[i].want) == 0, "'%s', want '%s'", tok_str(&j, t), rows[i].want);
+		CHECKF(j.tok[t].type == rows[i].type, "%s, want %s", type_name(j.tok[t].type),
+		    type_name(rows[i].type));
+	}
+
+	unit_case("json_find: tokens that are not objects, and bad indexes");
+	CHECK(json_find(&j, -1, "a") == -1);
+	CHECK(json_find(&j, n, "a") == -1);
+	CHECK(json_find(&j, n + 100, "a") == -1);
+	CHECK(json_find(&j, 1, "a") == -1); /* the key "a" itself */
+	CHECK(json_find(&j, 2, "a") == -1); /* the value 1 */
+	arena_release(&a);
+
+	/* A top-level array: json_find on token 0 finds nothing. */
+	unit_case("json_find: a top-level array");
+	arena_init(&a);
+	CHECK(json_parse(&j, &a, "[{\"a\":1}]", 9) == 4);
+	CHECK(json_find(&j, 0, "a") == -1);
+	CHECK(json_find(&j, 1, "a") == 3);
+	arena_release(&a);
+}
+
+static void
+test_skip(void)
+{
+	/* Tokens: 0 [  1 1  2 [  3 2  4 3  5 {  6 "a"  7 [  8 4  9 5  (10 = end) */
+	static const char doc[] = "[1,[2,3],{\"a\":[4]},5]";
+	static const struct {
+		int i, next;
+	} rows[] = {
+		{ 0, 10 }, { 1, 2 }, { 2, 5 }, { 3, 4 }, { 4, 5 }, { 5, 9 }, { 6, 7 }, { 7, 9 }, { 8, 9 }, { 9, 10 },
+	};
+	static const struct {
+		const char *src;
+		int i, next;
+	} more[] = {
+		{ "{\"a\":{\"b\":{\"c\":[]}},\"d\":1}", 2, 7 },  /* the value of "a" */
+		{ "{\"a\":{\"b\":{\"c\":[]}},\"d\":1}", 1, 2 },  /* the key "a" alone */
+		{ "{\"a\":\"}\",\"b\":1}",               2, 3 },  /* a brace inside a string */
+		{ "[[],[],[[]]]",                       3, 5 },
+		{ "[\"x\",{}]",                         2, 3 },
+	};
+	struct arena a;
+	struct json j;
+
+	arena_init(&a);
+	unit_case("json_skip: %s", doc);
+	if (CHECK(json_parse(&j, &a, doc, sizeof doc - 1) == 10))
+		for (size_t i = 0; i < NELEM(rows); i++)
+			CHECKF(json_skip(&j, rows[i].i) == rows[i].next, "json_skip(%d) %d, want %d", rows[i].i,
+			    json_skip(&j, rows[i].i), rows[i].next);
+	arena_release(&a);
+
+	for (size_t i = 0; i < NELEM(more); i++) {
+		unit_case("json_skip(%d): %s", more[i].i, more[i].src);
+		arena_init(&a);
+		if (CHECK(json_parse(&j, &a, more[i].src, strlen(more[i].src)) > more[i].i))
+			CHECKF(json_skip(&j, more[i].i) == more[i].next, "%d, want %d", json_skip(&j, more[i].i),
+			    more[i].next);
+		arena_release(&a);
+	}
+}
+
+static void
+test_eq_null(void)
+{
+	/* Tokens: 0 {  1 "model" 2 "gpt-4o"  3 "e"  4 ""  5 "q"  6 "a\"b"  7 "t"  8 true
+	 *         9 "n"  10 null  11 "ns"  12 "null"  13 "z"  14 0  15 "o"  16 {  17 "arr"  18 [  19 null */
+	static const char doc[] =
+	    "{\"model\":\"gpt-4o\",\"e\":\"\",\"q\":\"a\\\"b\",\"t\":true,\"n\":null,\"ns\":\"null\","
+	    "\"z\":0,\"o\":{},\"arr\":[null]}";
+	static const struct {
+		int i;
+		const char *s;
+		int eq;
+	} eq[] = {
+		{ 1,  "model",       1 },
+		{ 2,  "gpt-4o",      1 },
+		{ 2,  "gpt-4",       0 },  /* a prefix */
+		{ 2,  "gpt-4o-mini", 0 },  /* longer */
+		{ 2,  "GPT-4o",      0 },
+		{ 2,  "",            0 },
+		{ 4,  "",            1 },
+		{ 4,  "x",           0 },
+		{ 6,  "a\\\"b",      1 },  /* compared raw, escapes and all */
+		{ 6,  "a\"b",        0 },
+		{ 8,  "true",        0 },  /* not a string */
+		{ 10, "null",        0 },
+		{ 12, "null",        1 },
+		{ 14, "0",           0 },
+		{ 16, "{}",          0 },
+		{ 18, "[null]",      0 },
+	};
+	static const struct {
+		int i, null;
+	} nul[] = {
+		{ 0, 0 }, { 2, 0 }, { 4, 0 }, { 8, 0 }, { 10, 1 }, { 12, 0 }, { 14, 0 }, { 16, 0 }, { 18, 0 },
+		{ 19, 1 },
+	};
+	struct arena a;
+	struct json j;
+
+	arena_init(&a);
+	unit_case("json_eq/json_is_null: the document parses");
+	if (!CHECK(json_parse(&j, &a, doc, sizeof doc - 1) == 20)) {
+		arena_release(&a);
+		return;
+	}
+	for (size_t i = 0; i < NELEM(eq); i++) {
+		unit_case("json_eq(%d '%s', \"%s\")", eq[i].i, tok_str(&j, eq[i].i), eq[i].s);
+		CHECK(json_eq(&j, eq[i].i, eq[i].s) == eq[i].eq);
+	}
+	for (size_t i = 0; i < NELEM(nul); i++) {
+		unit_case("json_is_null(%d '%s')", nul[i].i, tok_str(&j, nul[i].i));
+		CHECK(json_is_null(&j, nul[i].i) == nul[i].null);
+	}
+	arena_release(&a);
+}
+
+static void
+test_skip_end(void)
+{
+	static const struct {
+		const char *s;
+		size_t from, len, want;
+	} rows[] = {
+		{ "{}",             2, 2, 2 },   /* at the end already */
+		{ "{}  \t\r\n",     2, 7, 7 },
+		{ "{} x",           2, 4, 3 },   /* stops at the first non-blank */
+		{ "   ",            0, 3, 3 },
+		{ "   ",            0, 2, 2 },   /* never past len */
+		{ "a b",            1, 3, 2 },
+		{ " \v",            0, 2, 1 },   /* \v and \f are not JSON whitespace */
+		{ " \f",            0, 2, 1 },
+		{ " \0 ",           0, 3, 1 },   /* nor is NUL */
+		{ "x",              0, 1, 0 },
+		{ "",               0, 0, 0 },
+	};
+
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		size_t got = json_skip_end(rows[i].s, rows[i].from, rows[i].len);
+
+		unit_case("json_skip_end row %zu", i);
+		CHECKF(got == rows[i].want, "%zu, want %zu", got, rows[i].want);
+	}
+}
+
+/* Does the escaped text t[0, n) end inside an escape or a UTF-8 sequence? */
+static int
+cut_inside(const char *t, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned char c = (unsigned char)t[i];
+		size_t w = c == '\\' ? (t[i + 1] == 'u' ? 6 : 2) :
+		    c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+
+		if (i + w > n)
+			return 1;
+		i += w;
+	}
+	return 0;
+}
+
+static void
+test_escape(void)
+{
+	static const struct {
+		const char *name, *in;
+		size_t len;        /* 0: strlen(in) */
+		const char *out;
+	} rows[] = {
+		{ "empty",              "",                 0, "\"\"" },
+		{ "plain",              "hello, world",     0, "\"hello, world\"" },
+		{ "quote",              "a\"b",             0, "\"a\\\"b\"" },
+		{ "backslash",          "a\\b",             0, "\"a\\\\b\"" },
+		{ "only specials",      "\"\\\"",           0, "\"\\\"\\\\\\\"\"" },
+		{ "newline, CR, tab",   "1\n2\r3\t4",       0, "\"1\\n2\\r3\\t4\"" },
+		{ "other controls",     "\x01\x08\x0c\x1b\x1f", 0, "\"\\u0001\\u0008\\u000c\\u001b\\u001f\"" },
+		{ "NUL",                "a\0b",             3, "\"a\\u0000b\"" },
+		{ "DEL is not escaped", "a\x7f",            0, "\"a\x7f\"" },
+		{ "slash is not escaped", "</script>",      0, "\"</script>\"" },
+		{ "space is not escaped", " ",              0, "\" \"" },
+		{ "UTF-8 passes through", "J\xc3\xbcrgen \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x8e\x89", 0,
+		  "\"J\xc3\xbcrgen \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x8e\x89\"" },
+		{ "UTF-8 next to escapes", "\xc3\xa9\n\xc3\xa9\"", 0, "\"\xc3\xa9\\n\xc3\xa9\\\"\"" },
+		{ "a JSON message",     "say \"hi\"\n\tto {\"x\":1}", 0,
+		  "\"say \\\"hi\\\"\\n\\tto {\\\"x\\\":1}\"" },
+		{ "only the length given", "abc\"def",      3, "\"abc\"" },
+	};
+
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		size_t len = rows[i].len ? rows[i].len : strlen(rows[i].in), outlen = strlen(rows[i].out);
+		struct buf b;
+		int rc;
+
+		unit_case("json_escape: %s", rows[i].name);
+		buf_init(&b, 4096);
+		rc = json_escape(&b, rows[i].in, len);
+		CHECKF(rc == BUF_OK, "rc %d", rc);
+		CHECKF(b.len == outlen && memcmp(b.data, rows[i].out, outlen) == 0, "'%.*s', want '%s'",
+		    (int)b.len, b.data ? b.data : "", rows[i].out);
+
+		/* After what the buffer holds already */
+		buf_reset(&b);
+		buf_puts(&b, "x=");
+		rc = json_escape(&b, rows[i].in, len);
+		CHECK(rc == BUF_OK && b.len == 2 + outlen && memcmp(b.data, "x=", 2) == 0 &&
+		    memcmp(b.data + 2, rows[i].out, outlen) == 0);
+		buf_free(&b);
+
+		/*
+		 * Every cap too small: BUF_FULL, and what was written is a prefix of the answer, never
+		 * past the cap, not cut inside an escape or a UTF-8 character; the bytes
+		 * that were there before are kept; the buffer still works.
+		 */
+		unit_case("json_escape, capped: %s", rows[i].name);
+		for (size_t cap = 2; cap < 2 + outlen; cap++) {
+			buf_init(&b, cap);
+			buf_puts(&b, "x=");
+			rc = json_escape(&b, rows[i].in, len);
+			if (!CHECKF(rc == BUF_FULL, "cap %zu: rc %d", cap, rc) ||
+			    !CHECKF(b.len <= cap && b.len >= 2 && memcmp(b.data, "x=", 2) == 0,
+			        "cap %zu: len %zu", cap, b.len) ||
+			    !CHECKF(memcmp(b.data + 2, rows[i].out, b.len - 2) == 0, "cap %zu: '%.*s' is not a prefix",
+			        cap, (int)b.len, b.data) ||
+			    !CHECKF(!cut_inside(b.data + 2, b.len - 2), "cap %zu: cut inside a sequence: '%.*s'",
+			        cap, (int)b.len, b.data)) {
+				buf_free(&b);
+				break;
+			}
+			buf_reset(&b);
+			CHECK(json_escape(&b, "", 0) == BUF_OK && b.len == 2 && memcmp(b.data, "\"\"", 2) == 0);
+			buf_free(&b);
+		}
+		buf_init(&b, 2 + outlen);
+		buf_puts(&b, "x=");
+		CHECKF(json_escape(&b, rows[i].in, len) == BUF_OK && b.len == 2 + outlen,
+		    "a cap of exactly the answer's length");
+		buf_free(&b);
+	}
+
+	unit_case("json_escape, zero cap");
+	{
+		struct buf b;
+
+		buf_init(&b, 0);
+		CHECK(json_escape(&b, "a", 1) == BUF_FULL);
+		CHECK(b.len == 0);
+		buf_free(&b);
+	}
+
+	/* Every byte: escaped exactly when JSON requires it (RFC 8259: ", \ and below 0x20). */
+	unit_case("json_escape: every byte value");
+	{
+		struct buf b;
+
+		for (int c = 0; c < 256; c++) {
+			char in = (char)c, want[16];
+			size_t wl;
+
+			if (c == '"' || c == '\\')
+				wl = (size_t)snprintf(want, sizeof want, "\"\\%c\"", c);
+			else if (c == '\n' || c == '\r' || c == '\t')
+				wl = (size_t)snprintf(want, sizeof want, "\"\\%c\"", c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
+			else if (c < 0x20)
+				wl = (size_t)snprintf(want, sizeof want, "\"\\u%04x\"", c);
+			else {
+				want[0] = '"';
+				want[1] = in;
+				want[2] = '"';
+				wl = 3;
+			}
+			buf_init(&b, 64);
+			if (!CHECKF(json_escape(&b, &in, 1) == BUF_OK && b.len == wl && memcmp(b.data, want, wl) == 0,
+			    "byte 0x%02x: '%.*s'", c, (int)b.len, b.data ? b.data : "")) {
+				buf_free(&b);
+				break;
+			}
+			buf_free(&b);
+		}
+	}
+
+	/* What json_escape writes, json_parse reads back as one string of the same raw bytes. */
+	unit_case("json_escape output parses");
+	{
+		static const char in[] = "q\" b\\ \x01\n\xc3\xa9";
+		struct arena a;
+		struct json j;
+		struct buf b;
+
+		buf_init(&b, 256);
+		arena_init(&a);
+		CHECK(json_escape(&b, in, sizeof in - 1) == BUF_OK);
+		if (CHECKF(json_parse(&j, &a, b.data, b.len) == 1, "'%.*s' does not parse", (int)b.len, b.data))
+			CHECK(j.tok[0].type == JSMN_STRING && json_eq(&j, 0, "q\\\" b\\\\ \\u0001\\n\xc3\xa9"));
+		arena_release(&a);
+		buf_free(&b);
+	}
+}
+
+void
+suite_json(void)
+{
+	char err[256];
+	struct mem_stats st;
+
+	unit_case("mem_init");
+	if (!CHECKF(mem_init(16 << 20, err, sizeof err) == 0, "mem_init: %s", err))
+		return;
+	test_parse();
+	test_parse_nomem();
+	test_find();
+	test_skip();
+	test_eq_null();
+	test_skip_end();
+	test_escape();
+
+	unit_case("no memory left in use");
+	mem_get_stats(&st);
+	CHECKF(st.in_use == 0, "%zu bytes in use", st.in_use);
+	mem_shutdown();
+}
