@@ -18,9 +18,10 @@ import time
 BIN = os.environ.get("SLUICE_BIN", "build/x86_64/sluice")
 SAN_PATTERN = re.compile(r"ERROR: \w*Sanitizer|runtime error:")
 
-# What the current test opened; run.py empties these between tests.
+# What the current test opened; run.py cleans these up between tests.
 servers = []
 conns = []
+tmpdirs = []
 
 
 class Failure(AssertionError):
@@ -102,6 +103,7 @@ def make_config(port, server=None, extra=CATALOG):
 
 def tmpdir():
     d = tempfile.mkdtemp(prefix="sluice-it-")
+    tmpdirs.append(d)
     return d
 
 
@@ -229,17 +231,13 @@ class Server:
         with open(self.stderr_path, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def stdout(self):
-        with open(self.stdout_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
     def sanitizer_report(self):
         m = SAN_PATTERN.search(self.stderr())
         return m is not None
 
     # conveniences
-    def connect(self, timeout=5):
-        return Conn(self.port, timeout)
+    def connect(self, timeout=5, rcvbuf=None):
+        return Conn(self.port, timeout, rcvbuf)
 
     def request(self, method, path, headers=None, body=None, timeout=5):
         """One request on a fresh connection; returns the response."""
@@ -259,11 +257,6 @@ class Server:
         h = {"Content-Type": "application/json"}
         h.update(headers or {})
         return self.request("POST", "/v1/chat/completions", h, body, timeout)
-
-    def health(self, headers=None):
-        r = self.get("/healthz", headers)
-        eq(r.status, 200, "GET /healthz status")
-        return r.json()
 
     def log_lines(self):
         return [l for l in self.stderr().splitlines() if l.strip()]
@@ -303,10 +296,6 @@ class Response:
                 return v
         return None
 
-    def header_all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k == name]
-
     def json(self):
         try:
             return json.loads(self.body)
@@ -343,13 +332,19 @@ class Conn:
     """A client connection with a read buffer, so that pipelined responses can be read one by
     one. `sent` and `received` keep the whole exchange for failure reports."""
 
-    def __init__(self, port, timeout=5):
+    def __init__(self, port, timeout=5, rcvbuf=None):
         self.port = port
         self.buf = b""
         self.sent = b""
         self.received = b""
         self.eof = False
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        if rcvbuf:      # a fixed, small receive buffer (set before connect: no autotuning)
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one send, one segment
         self.sock.settimeout(timeout)
         conns.append(self)
@@ -471,13 +466,6 @@ class Conn:
         r.raw = self.received[start_len:len(self.received) - len(self.buf)]
         return r
 
-    def read_final(self, timeout=5):
-        """The final response, skipping 1xx ones."""
-        while True:
-            r = self.read_response(timeout)
-            if r.status >= 200:
-                return r
-
     def wait_closed(self, timeout):
         """Wait for the server to close. Returns (closed, extra bytes received meanwhile)."""
         deadline = time.monotonic() + timeout
@@ -509,15 +497,9 @@ class Conn:
         """True if bytes (or EOF) are waiting within timeout."""
         if self.buf or self.eof:
             return True
-        r, _, _ = select.select([self.sock], [], [], timeout)
-        return bool(r)
-
-
-def raw_exchange(port, data, timeout=5):
-    """Send bytes on a fresh connection; return the first response and the connection."""
-    c = Conn(port, timeout)
-    c.send(data)
-    return c.read_response(timeout), c
+        p = select.poll()          # not select(): descriptors may be above FD_SETSIZE
+        p.register(self.sock, select.POLLIN)
+        return bool(p.poll(timeout * 1000))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -592,12 +574,3 @@ def health_figures(doc):
 
 def is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def wait_until(fn, timeout, interval=0.05):
-    end = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(interval)

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import os
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -43,7 +44,15 @@ def discover():
     for f in sorted(os.listdir(HERE)):
         if not (f.startswith("test_") and f.endswith(".py")):
             continue
-        mod = importlib.import_module(f[:-3])
+        try:
+            mod = importlib.import_module(f[:-3])
+        except Exception as e:           # a broken module is one failing test, not a crash
+            err = f"cannot import {f}: {type(e).__name__}: {e}"
+
+            def broken(err=err):
+                raise harness.Failure(err)
+            tests.append((f"{f[5:-3]}.(import)", broken))
+            continue
         fns = [v for k, v in vars(mod).items() if k.startswith("test_") and callable(v)
                and getattr(v, "__module__", None) == mod.__name__]
         fns.sort(key=lambda fn: fn.__code__.co_firstlineno)
@@ -152,6 +161,9 @@ def main():
             failed += 1
             print(f"FAIL - {name}: {err}{timing}", flush=True)
             report_context(opt.verbose)
+        for d in harness.tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
+        harness.tmpdirs.clear()
     for c in harness.conns:
         c.close()
     print(f"# {len(tests)} tests in {time.monotonic() - t0:.1f}s against {harness.BIN}")

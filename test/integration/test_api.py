@@ -1,6 +1,5 @@
 """The endpoints: /healthz, /v1/models, /v1/chat/completions validation, client auth."""
 import json
-import re
 import time
 
 from harness import (MODEL_NAMES, PROVIDER_NAME, ROUTE_NAMES, Server, assert_error,

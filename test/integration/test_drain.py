@@ -5,7 +5,7 @@ import signal
 import socket
 import time
 
-from harness import Server, assert_error, assert_status, check, eq, fail
+from harness import Server, assert_error, assert_status, check, eq
 
 GET_HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 BODY = json.dumps({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}],

@@ -1,10 +1,9 @@
 """Limits and malformed input: 400 + close for smuggling shapes, 413, 431, 408, idle close,
 max_connections, and x-request-id on every response."""
 import re
-import socket
 import time
 
-from harness import Conn, Server, assert_error, assert_status, check, eq, fail
+from harness import Server, assert_error, assert_status, check, eq
 
 GET_HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 

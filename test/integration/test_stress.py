@@ -3,6 +3,7 @@ recovery, clients vanishing at any moment, random garbage."""
 import json
 import random
 import socket
+import threading
 import time
 
 from harness import Server, assert_error, assert_status, check, eq, fail, health_figures
@@ -227,6 +228,39 @@ def test_memory_is_returned_after_each_request():
                    b"\r\n" % len(body) + body)
             assert_error(c.read_response(), 404, "model_not_found", what=f"request {i + 1}")
 test_memory_is_returned_after_each_request.timeout = 60
+
+
+# --- a client that does not read -----------------------------------------------------------------
+
+def test_slow_reader_is_backpressure_not_growth():
+    # 25,000 pipelined requests whose ~10 MB of answers are not read for a while (more than the
+    # kernel buffers hold: the client's receive buffer is pinned at 16K): the server must stop
+    # reading that client rather than queue its answers (memory = 4M), keep serving others
+    # with memory to spare, and deliver every answer, in order, once the client reads.
+    n = 25000
+    with Server(server={"memory": "4M", "idle_timeout": "30s"}) as s:
+        slow = s.connect(timeout=20, rcvbuf=16384)
+        req = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+        sender = threading.Thread(target=lambda: slow.try_send(req * n), daemon=True)
+        sender.start()
+        time.sleep(1.5)
+        worst, doc = 0.0, None
+        for _ in range(5):
+            r, took = timed_get(s, "/healthz")
+            assert_status(r, 200, "another client while one does not read its answers")
+            worst = max(worst, took)
+            doc = r.json()
+        check(worst < 1, f"another client waited {worst:.2f}s while one did not read")
+        flat, _, _, in_use, reserved = health_figures(doc)
+        if in_use and reserved:
+            u, rsv = flat[in_use[0]], flat[reserved[0]]
+            check(u < rsv / 2, f"memory in use {u} of {rsv} while one client does not read")
+        for i in range(n):
+            r = slow.read_response(10)
+            if r.status != 200:
+                fail(f"answer {i + 1} of {n} to the slow reader: {r.raw[:300]!r}")
+        sender.join(5)
+test_slow_reader_is_backpressure_not_growth.timeout = 60
 
 
 # --- clients that vanish ------------------------------------------------------------------------
