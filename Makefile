@@ -14,7 +14,7 @@ ifeq ($(SAN),1)
   FLAVOR := san
   CC := gcc
   VENDOR_ARCH := host
-  OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+  OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DSLUICE_DEBUG
   LDSTATIC :=
   STRIP := true
 else
@@ -43,7 +43,7 @@ WARN := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 INIH := -DINI_HANDLER_LINENO=1 -DINI_STOP_ON_FIRST_ERROR=0 -DINI_ALLOW_INLINE_COMMENTS=1 \
         -DINI_USE_STACK=1 -DINI_MAX_LINE=4096
 CFLAGS := $(WARN) $(OPT) -D_GNU_SOURCE -DSLUICE_VERSION='"$(VERSION)"' -DSLUICE_ARCH='"$(ARCH)"' \
-          -DCURL_STATICLIB $(INIH) -Isrc -I$(B)/gen -isystem $(V)/include
+          -DCURL_STATICLIB -DJSMN_STRICT -DJSMN_PARENT_LINKS $(INIH) -Isrc -I$(B)/gen -isystem $(V)/include
 LIBS := -L$(V)/lib -lcurl -lbearssl -lllhttp -linih -lpthread
 LDFLAGS := $(LDSTATIC) $(OPT)
 

@@ -473,3 +473,11 @@ mem_owns(const void *p)
 	pthread_mutex_unlock(&M.lock);
 	return owns;
 }
+
+/* The largest allocation that could ever succeed (the largest top-level run), for callers that
+ * must tell "never fits" (413) from "does not fit now" (503). */
+size_t
+mem_largest(void)
+{
+	return M.logmax < 0 ? 0 : (size_t)MEM_BLOCK << M.logmax;
+}

@@ -6,9 +6,18 @@
 #ifndef SLUICE_H
 #define SLUICE_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* log.c — diagnostics and the one-line-per-request log, to stderr, plain or JSON. */
+void log_set_format(int json);
+int  log_is_json(void);
+void log_timestamp(char *out, size_t len);
+void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* version.c */
 void version_print(FILE *out);
@@ -22,5 +31,289 @@ struct tls_ca {
 int  tls_ca_load(struct tls_ca *ca, const char *file, char *err, size_t errlen);
 void tls_ca_free(struct tls_ca *ca);
 int  tls_ca_count(const struct tls_ca *ca);
+
+/*
+ * mem.c — the whole process's memory: one reservation made at start (mmap of [server] memory
+ * bytes), managed as a buddy system of fixed-size blocks (the idea of SQLite's mem5): every
+ * allocation is a power-of-two run of blocks, freed in O(log n), never growing the reservation.
+ * When it is exhausted an allocation returns NULL and is counted as a refusal; callers answer
+ * 503. Debug builds (SLUICE_DEBUG) poison memory on alloc and free.
+ */
+#define MEM_BLOCK 64 /* the smallest allocation unit, bytes */
+struct mem_stats {
+	size_t   reserved;    /* bytes under management */
+	size_t   in_use;      /* bytes handed out (rounded to their runs) */
+	size_t   high_water;  /* the most in_use has been */
+	uint64_t refusals;    /* allocations that found no room */
+	uint64_t allocs;      /* allocations served, ever */
+};
+int    mem_init(size_t bytes, char *err, size_t errlen);
+void   mem_shutdown(void);
+void  *mem_alloc(size_t n);
+void  *mem_calloc(size_t nmemb, size_t size);
+void  *mem_realloc(void *p, size_t n);
+void   mem_free(void *p);
+char  *mem_strdup(const char *s);
+size_t mem_usable(const void *p);
+size_t mem_largest(void);
+void   mem_get_stats(struct mem_stats *st);
+int    mem_owns(const void *p);
+
+/*
+ * arena.c — a request's memory: chunks taken from mem and chained, bump-allocated, all given
+ * back by one arena_release() when the request ends (nginx's pool). No per-object free.
+ */
+struct arena_chunk;
+struct arena {
+	struct arena_chunk *head;
+	size_t              used;  /* bytes used in head */
+	size_t              total; /* bytes of all chunks, for limits and logs */
+};
+void  arena_init(struct arena *a);
+void *arena_alloc(struct arena *a, size_t n);          /* 16-byte aligned; NULL if memory is short */
+char *arena_strndup(struct arena *a, const char *s, size_t n);
+char *arena_printf(struct arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void  arena_release(struct arena *a);
+
+/*
+ * buf.c — a byte buffer with a cap fixed at birth. It grows (from mem) as needed but never past
+ * its cap: appending past the cap fails with BUF_FULL, a failed allocation with BUF_NOMEM, and
+ * the caller decides (413, 431, backpressure, 503). curl's dynbuf idea.
+ */
+enum { BUF_OK = 0, BUF_FULL = -1, BUF_NOMEM = -2 };
+struct buf {
+	char  *data;
+	size_t len;  /* bytes held */
+	size_t size; /* bytes allocated */
+	size_t max;  /* the cap */
+};
+void buf_init(struct buf *b, size_t max);
+int  buf_reserve(struct buf *b, size_t extra);           /* room for extra more bytes */
+int  buf_append(struct buf *b, const void *p, size_t n);
+int  buf_puts(struct buf *b, const char *s);
+int  buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int  buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+void buf_consume(struct buf *b, size_t n);               /* drop n bytes from the front */
+void buf_reset(struct buf *b);                           /* len = 0, keeps the memory */
+void buf_free(struct buf *b);
+
+/*
+ * config.c — the INI config (DESIGN.md §1), parsed once at start into an immutable struct.
+ * Strings point into the config's own storage. Durations are milliseconds, sizes bytes.
+ */
+enum provider_type { PROVIDER_OPENAI, PROVIDER_ANTHROPIC, PROVIDER_GEMINI, PROVIDER_OLLAMA, PROVIDER_AZURE };
+enum route_policy { POLICY_COST, POLICY_SPEED, POLICY_BALANCED };
+enum log_format { LOG_PLAIN, LOG_JSON };
+
+struct cfg_provider {
+	const char        *name;
+	enum provider_type type;
+	const char        *base_url;
+	const char        *api_key;         /* may be "" (local servers) */
+	const char        *api_version;     /* azure */
+	const char        *ca_file;         /* "" = the embedded bundle */
+	const char       **headers;         /* extra "Name: value" lines */
+	int                nheaders;
+	uint32_t           timeout_connect, timeout_first_byte, timeout_idle, timeout_total; /* ms */
+	size_t             max_response_body;
+	int                default_max_tokens;
+	int                line;
+};
+
+struct cfg_target {
+	const struct cfg_provider *provider;
+	const char                *model;   /* the provider's own model name */
+};
+
+/* [model.NAME] and [route.NAME] share their chain settings. */
+struct cfg_chain {
+	const char        *name;            /* the public name clients ask for */
+	int                is_route;
+	enum route_policy  policy;          /* routes only */
+	struct cfg_target *targets;
+	int                ntargets;
+	int                retries;
+	int                max_attempts;
+	uint32_t           fallback_on;     /* bit set of failure classes; 0 = the default set */
+	uint32_t           deadline;        /* ms */
+	uint32_t           backoff_base, backoff_max; /* ms */
+	double             weight_cost, weight_speed;
+	uint32_t           prior_ttft;      /* ms */
+	double             prior_tps;
+	int                tools, images;   /* capabilities: 1 yes, 0 no, -1 not declared */
+	int                line;
+};
+
+struct cfg_price {
+	const char *target;                 /* "provider/model" */
+	double      input, output;          /* USD per 1M tokens */
+	int         line;
+};
+
+struct cfg_server {
+	const char     *listen;             /* "ADDR:PORT" as written */
+	char            host[64];
+	int             port;
+	size_t          memory;
+	int             max_connections;
+	size_t          max_request_body;
+	size_t          max_header;
+	uint32_t        header_timeout, idle_timeout, drain_timeout, stream_heartbeat; /* ms */
+	const char    **api_keys;
+	int             napi_keys;
+	enum log_format log_format;
+	int             breaker_failures;
+	uint32_t        breaker_cooldown;   /* ms */
+};
+
+struct config {
+	const char          *source;        /* the file read, or "embedded default" */
+	struct cfg_server    server;
+	struct cfg_provider *providers;
+	int                  nproviders;
+	struct cfg_chain    *models;
+	int                  nmodels;
+	struct cfg_chain    *routes;
+	int                  nroutes;
+	struct cfg_price    *prices;
+	int                  nprices;
+	void                *storage;       /* owned memory, freed by config_free */
+};
+
+/* Every error is written to errs as "FILE:LINE: message\n"; returns NULL if there was any. */
+struct config *config_load_file(const char *path, struct buf *errs);
+struct config *config_load_string(const char *text, const char *name, struct buf *errs);
+struct config *config_default(struct buf *errs);  /* the embedded default, from the environment */
+void           config_free(struct config *cfg);
+/* Replace [server] listen (the --listen flag); -1 with a message in errs if it is malformed. */
+int            config_set_listen(struct config *cfg, const char *listen, struct buf *errs);
+void           config_summary(const struct config *cfg, FILE *out);
+const struct cfg_provider *config_provider(const struct config *cfg, const char *name, size_t len);
+const struct cfg_chain    *config_model(const struct config *cfg, const char *name, size_t len);
+const struct cfg_chain    *config_route(const struct config *cfg, const char *name, size_t len);
+/* Parsers shared with the tests; 0 on success, -1 on a bad value. */
+int config_parse_size(const char *s, size_t *out);       /* "64M", "512K", "1G", "4096" */
+int config_parse_duration(const char *s, uint32_t *ms);  /* "5s", "250ms", "10m", "1h" */
+/* Expand ${VAR} and ${VAR:-default} from the environment into out. -1 and a message on error. */
+int config_expand_env(const char *in, struct buf *out, char *err, size_t errlen);
+
+/*
+ * loop.c — one thread, one poll(): fd watches, one-shot timers in a heap, tick hooks, signals
+ * through a self-pipe (DESIGN.md §6).
+ */
+enum { LOOP_READ = 1, LOOP_WRITE = 2, LOOP_ERROR = 4 };
+typedef void loop_fd_fn(int fd, unsigned events, void *ud);
+typedef void loop_timer_fn(void *ud);
+typedef void loop_tick_fn(void *ud);
+typedef void loop_signal_fn(int sig, void *ud);
+struct timer {
+	uint64_t       when; /* loop_now() ms at which it fires */
+	int            idx;  /* heap index, -1 when not armed */
+	loop_timer_fn *fn;
+	void          *ud;
+};
+int      loop_init(int fd_capacity);
+int      loop_capacity(void);
+int      loop_watch(int fd, unsigned events, loop_fd_fn *fn, void *ud);
+void     loop_unwatch(int fd);
+void     loop_timer_init(struct timer *t);
+int      loop_timer_set(struct timer *t, uint64_t ms, loop_timer_fn *fn, void *ud);
+void     loop_timer_cancel(struct timer *t);
+int      loop_timer_armed(const struct timer *t);
+int      loop_on_tick(loop_tick_fn *fn, void *ud);
+int      loop_signals(loop_signal_fn *fn, void *ud);
+void     loop_run(void);
+void     loop_run_once(void);
+void     loop_stop(void);
+uint64_t loop_now(void);       /* ms, monotonic, updated once per iteration */
+uint64_t loop_clock_ms(void);  /* ms, monotonic, read now */
+
+/* http.c — HTTP/1.1 request parsing on llhttp; the head as spans into the read buffer. */
+#include <llhttp.h>
+#define HTTP_MAX_HEADERS 100
+enum { REQ_IDLE = 0, REQ_HEAD, REQ_BODY, REQ_DONE };
+struct span {
+	uint32_t off, len;
+};
+struct http_header {
+	struct span name, value;
+};
+struct http_req {
+	llhttp_t           parser;
+	const char        *base;        /* the read buffer the spans point into */
+	int                state;       /* REQ_IDLE .. REQ_DONE */
+	struct span        target;
+	struct http_header headers[HTTP_MAX_HEADERS];
+	int                nheaders;
+	int                in_value;
+	int                keep_alive, expect_continue, chunked, has_length;
+	uint64_t           content_length;
+	struct buf         body;
+	size_t             max_header, max_body;
+	size_t             trailer_len; /* bytes of trailer fields, held to max_header */
+	int                err_status;  /* set when parsing failed: 400, 413, 431, 503 */
+	const char        *err_code, *err_msg;
+};
+void        http_req_init(struct http_req *r, size_t max_header, size_t max_body);
+void        http_req_next(struct http_req *r);
+void        http_req_free(struct http_req *r);
+int         http_parse(struct http_req *r, const char *data, size_t len, size_t *pos);
+int         http_header(const struct http_req *r, const char *name, struct span *out);
+const char *http_method_name(const struct http_req *r);
+int         http_method_is(const struct http_req *r, const char *name);
+struct span http_path(const struct http_req *r);
+const char *http_status_text(int status);
+#define SPAN_EQ(base, sp, lit) ((sp).len == sizeof(lit) - 1 && memcmp((base) + (sp).off, lit, sizeof(lit) - 1) == 0)
+
+/*
+ * conn.c — client connections: accept, read, parse, answer, keep-alive, limits, drain. The
+ * answer is written through conn_reply/conn_error (whole responses) or, for streams, through
+ * the conn's sink (next issue).
+ */
+struct conn;
+struct conn_stats {
+	int      open;      /* connections open now */
+	uint64_t accepted;  /* ever */
+	uint64_t refused;   /* answered 503 at accept (max_connections or memory) */
+	uint64_t requests;  /* requests answered */
+};
+int   conn_listen(const struct config *cfg, char *err, size_t errlen);
+void  conn_drain(uint32_t timeout_ms);
+int   conn_draining(void);
+void  conn_get_stats(struct conn_stats *st);
+const struct http_req *conn_req(const struct conn *c);
+struct arena *conn_arena(struct conn *c);
+const char *conn_request_id(const struct conn *c);
+void  conn_reply(struct conn *c, int status, const char *ctype, const char *headers,
+                 const char *body, size_t len);
+/* An error in OpenAI's envelope; headers: extra "Name: value\r\n" lines or NULL. */
+void  conn_error_hdr(struct conn *c, int status, const char *headers, const char *type,
+                     const char *code, const char *param, const char *fmt, ...)
+                     __attribute__((format(printf, 7, 8)));
+#define conn_error(c, status, type, code, param, ...) \
+	conn_error_hdr(c, status, NULL, type, code, param, __VA_ARGS__)
+
+/* api.c — the endpoints: routing by path and method, client auth, JSON checks. */
+void api_init(const struct config *cfg, uint64_t started_ms);
+void api_dispatch(struct conn *c);
+
+/* json.c — reading JSON with jsmn over the request bytes, and writing it escaped. */
+#ifndef JSMN_H
+#define JSMN_HEADER /* declarations only: json.c includes jsmn.h first, for its code */
+#include <jsmn.h>
+#endif
+struct json {
+	const char *src;
+	jsmntok_t  *tok;
+	int         ntok;
+};
+int  json_valid(const char *s, size_t n);                          /* strict RFC 8259 */
+int  json_parse(struct json *j, struct arena *a, const char *src, size_t len);
+int  json_find(const struct json *j, int obj, const char *key);  /* value token index, or -1 */
+int  json_skip(const struct json *j, int i);                      /* index after token i's subtree */
+int  json_eq(const struct json *j, int i, const char *s);
+int  json_is_null(const struct json *j, int i);
+size_t json_skip_end(const char *s, size_t from, size_t len);
+int  json_escape(struct buf *b, const char *s, size_t n);         /* appends "s", quoted */
 
 #endif

@@ -132,12 +132,12 @@ def overload_probe(s):
 
 
 def exhaust_memory(s):
-    """Open stalled requests (head with Content-Length: 600000 and part of the body) until a new
+    """Open stalled requests (head with Content-Length: 200000 and part of the body) until a new
     request gets 503. The memory is managed in power-of-two runs, so bodies get smaller as the
     big ones stop fitting, to fill the gaps, and at last connections that hold only a partial
     head. Returns (the 503 response or None, the stalled connections, a log of what happened)."""
     stalled, log = [], []
-    plan = [(600000, 300000)] * 6 + [(2 * b, b) for b in (150000, 64000, 32000, 16000, 8000,
+    plan = [(200000, 100000)] * 6 + [(2 * b, b) for b in (150000, 64000, 32000, 16000, 8000,
                                                           4000, 2000, 1000) for _ in range(4)]
     plan += [(0, 0)] * 200                   # only a partial head
     deadline = time.monotonic() + 30
@@ -170,15 +170,26 @@ MEM_CFG = {"memory": "1M", "max_request_body": "8M", "header_timeout": "30s",
            "idle_timeout": "30s", "max_connections": "1024"}
 
 
-def test_one_600k_request_is_served_with_1m_of_memory():
-    # The exhaustion scenario below assumes one request with Content-Length: 600000 fits in
+def test_one_200k_request_is_served_with_1m_of_memory():
+    # The exhaustion scenario below assumes one request with Content-Length: 200000 fits in
     # memory = 1M when nothing else runs; it must be served, not refused as out of memory.
     with Server(server=MEM_CFG) as s:
-        body = b'{"model":"no-such-model","messages":[],"pad":"' + b"x" * (600000 - 48) + b'"}'
-        eq(len(body), 600000, "body size")
+        body = b'{"model":"no-such-model","messages":[],"pad":"' + b"x" * (200000 - 48) + b'"}'
+        eq(len(body), 200000, "body size")
         r = s.request("POST", "/v1/chat/completions", {"Content-Type": "application/json"},
                       body)
-        assert_error(r, 404, "model_not_found", what="one 600000-byte request, memory = 1M")
+        assert_error(r, 404, "model_not_found", what="one 200000-byte request, memory = 1M")
+
+
+def test_body_that_can_never_fit_in_memory_gets_413_not_503():
+    # Memory is managed in power-of-two runs: with memory = 1M the largest run is 512K, so a
+    # 600000-byte body can never be held. Retrying would never help: 413, not 503.
+    with Server(server=MEM_CFG) as s:
+        c = s.connect()
+        c.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+               b"\r\nContent-Length: 600000\r\n\r\n")
+        r = c.read_response()
+        assert_error(r, 413, "request_too_large", what="600000-byte body, memory = 1M")
 
 
 def test_memory_exhaustion_gets_503_overloaded_with_retry_after():

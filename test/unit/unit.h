@@ -19,7 +19,13 @@ int  unit_check(int ok, const char *file, int line, const char *fmt, ...)
 
 /* One line per suite; the runner calls them in this order. */
 #define UNIT_SUITES(X) \
-	X(tls)
+	X(tls) \
+	X(mem) \
+	X(arena) \
+	X(buf) \
+	X(config) \
+	X(http) \
+	X(json)
 
 #define X(name) void suite_##name(void);
 UNIT_SUITES(X)

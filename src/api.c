@@ -1,0 +1,213 @@
+/*
+ * api.c — the endpoints: which path and method go where, client auth, and the checks a request
+ * body must pass before anything is planned or sent. Every refusal is an OpenAI error envelope.
+ */
+#include <string.h>
+#include <strings.h>
+#include "sluice.h"
+
+static struct {
+	const struct config *cfg;
+	uint64_t             started_ms;
+} A;
+
+typedef void handler_fn(struct conn *c);
+
+static handler_fn get_healthz, get_models, post_chat_completions;
+
+static const struct route {
+	const char *path;
+	const char *method;
+	int         open;     /* served without client auth */
+	handler_fn *fn;
+} routes[] = {
+	{ "/healthz",             "GET",  1, get_healthz },
+	{ "/v1/models",           "GET",  0, get_models },
+	{ "/v1/chat/completions", "POST", 0, post_chat_completions },
+};
+
+void
+api_init(const struct config *cfg, uint64_t started_ms)
+{
+	A.cfg = cfg;
+	A.started_ms = started_ms;
+}
+
+/* Compare without an early exit, so the time taken does not tell how much of a key matched. */
+static int
+equal_consttime(const char *a, size_t alen, const char *b, size_t blen)
+{
+	unsigned char d = alen != blen;
+
+	for (size_t i = 0; i < alen; i++)
+		d |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
+	return d == 0;
+}
+
+static int
+authorized(struct conn *c)
+{
+	const struct http_req *r = conn_req(c);
+	const struct cfg_server *sv = &A.cfg->server;
+	struct span v;
+	const char *tok;
+	int ok = 0;
+
+	if (sv->napi_keys == 0)
+		return 1;
+	if (!http_header(r, "authorization", &v) || v.len < 7 ||
+	    strncasecmp(r->base + v.off, "Bearer ", 7) != 0)
+		return 0;
+	tok = r->base + v.off + 7;
+	for (int i = 0; i < sv->napi_keys; i++)
+		ok |= equal_consttime(tok, v.len - 7, sv->api_keys[i], strlen(sv->api_keys[i]));
+	return ok;
+}
+
+void
+api_dispatch(struct conn *c)
+{
+	const struct http_req *r = conn_req(c);
+	struct span path = http_path(r);
+	const struct route *match = NULL;
+	char allow[64] = "";
+
+	for (size_t i = 0; i < NELEM(routes); i++) {
+		if (path.len != strlen(routes[i].path) ||
+		    memcmp(r->base + path.off, routes[i].path, path.len) != 0)
+			continue;
+		if (http_method_is(r, routes[i].method)) {
+			match = &routes[i];
+			break;
+		}
+		snprintf(allow, sizeof allow, "Allow: %s\r\n", routes[i].method);
+	}
+	if (match == NULL && allow[0]) {
+		conn_error_hdr(c, 405, allow, "invalid_request_error", "method_not_allowed", NULL,
+		    "%s is not allowed on %.*s", http_method_name(r), (int)path.len, r->base + path.off);
+		return;
+	}
+	if (match == NULL) {
+		conn_error(c, 404, "invalid_request_error", "not_found", NULL, "no such endpoint: %s %.*s",
+		    http_method_name(r), (int)(path.len > 200 ? 200 : path.len), r->base + path.off);
+		return;
+	}
+	if (!match->open && !authorized(c)) {
+		conn_error(c, 401, "invalid_request_error", "invalid_api_key", NULL,
+		    "missing or invalid API key: send 'Authorization: Bearer <key>'");
+		return;
+	}
+	match->fn(c);
+}
+
+/* ---- GET /healthz ---- */
+
+static void
+get_healthz(struct conn *c)
+{
+	struct mem_stats ms;
+	struct conn_stats cs;
+	char body[512];
+	int n, draining = conn_draining();
+
+	mem_get_stats(&ms);
+	conn_get_stats(&cs);
+	n = snprintf(body, sizeof body,
+	    "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%llu,\"connections\":%d,"
+	    "\"requests\":%llu,\"memory\":{\"in_use\":%zu,\"reserved\":%zu,\"high_water\":%zu,"
+	    "\"refusals\":%llu}}",
+	    draining ? "draining" : "ok", SLUICE_VERSION,
+	    (unsigned long long)((loop_clock_ms() - A.started_ms) / 1000), cs.open,
+	    (unsigned long long)cs.requests, ms.in_use, ms.reserved, ms.high_water,
+	    (unsigned long long)ms.refusals);
+	conn_reply(c, draining ? 503 : 200, "application/json", NULL, body, (size_t)n);
+}
+
+/* ---- GET /v1/models ---- */
+
+static int
+models_append(struct buf *b, const struct cfg_chain *ch, int n, int *first)
+{
+	int rc = BUF_OK;
+
+	for (int i = 0; i < n && rc == BUF_OK; i++) {
+		rc = buf_puts(b, *first ? "{\"id\":" : ",{\"id\":");
+		rc = rc ? rc : json_escape(b, ch[i].name, strlen(ch[i].name));
+		rc = rc ? rc : buf_puts(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice\"}");
+		*first = 0;
+	}
+	return rc;
+}
+
+static void
+get_models(struct conn *c)
+{
+	const struct config *cfg = A.cfg;
+	struct buf b;
+	int first = 1, rc;
+
+	buf_init(&b, 64 * 1024 + (size_t)(cfg->nmodels + cfg->nroutes) * 512);
+	rc = buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+	rc = rc ? rc : models_append(&b, cfg->models, cfg->nmodels, &first);
+	rc = rc ? rc : models_append(&b, cfg->routes, cfg->nroutes, &first);
+	rc = rc ? rc : buf_puts(&b, "]}");
+	if (rc != BUF_OK)
+		conn_error(c, 503, "server_error", "overloaded", NULL, "the gateway is out of memory; retry shortly");
+	else
+		conn_reply(c, 200, "application/json", NULL, b.data, b.len);
+	buf_free(&b);
+}
+
+/* ---- POST /v1/chat/completions ---- */
+
+/* A model name clients may ask for: a [model.*], a [route.*], or provider/model. */
+static int
+model_known(const char *name, size_t len)
+{
+	const char *slash = memchr(name, '/', len);
+
+	if (config_model(A.cfg, name, len) || config_route(A.cfg, name, len))
+		return 1;
+	return slash != NULL && slash > name && (size_t)(slash - name) + 1 < len &&
+	    config_provider(A.cfg, name, (size_t)(slash - name)) != NULL;
+}
+
+static void
+post_chat_completions(struct conn *c)
+{
+	const struct http_req *r = conn_req(c);
+	struct json j;
+	int rc, model, messages;
+
+	rc = json_parse(&j, conn_arena(c), r->body.data ? r->body.data : "", r->body.len);
+	if (rc == -2) {
+		conn_error(c, 503, "server_error", "overloaded", NULL, "the gateway is out of memory; retry shortly");
+		return;
+	}
+	if (rc < 0 || j.tok[0].type != JSMN_OBJECT) {
+		conn_error(c, 400, "invalid_request_error", NULL, NULL,
+		    "the request body is not valid JSON (it must be one JSON object)");
+		return;
+	}
+	model = json_find(&j, 0, "model");
+	if (model < 0 || j.tok[model].type != JSMN_STRING || j.tok[model].end == j.tok[model].start) {
+		conn_error(c, 400, "invalid_request_error", NULL, "model",
+		    "you must provide a model parameter (a non-empty string)");
+		return;
+	}
+	messages = json_find(&j, 0, "messages");
+	if (messages < 0 || j.tok[messages].type != JSMN_ARRAY) {
+		conn_error(c, 400, "invalid_request_error", NULL, "messages",
+		    "'messages' is required and must be an array");
+		return;
+	}
+	if (!model_known(j.src + j.tok[model].start, (size_t)(j.tok[model].end - j.tok[model].start))) {
+		conn_error(c, 404, "invalid_request_error", "model_not_found", "model",
+		    "the model '%.*s' does not exist: ask for a configured model, a route, or provider/model",
+		    j.tok[model].end - j.tok[model].start > 200 ? 200 : j.tok[model].end - j.tok[model].start,
+		    j.src + j.tok[model].start);
+		return;
+	}
+	conn_error(c, 501, "server_error", "not_implemented", NULL,
+	    "chat completions are not served yet by this build");
+}

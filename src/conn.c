@@ -1,0 +1,768 @@
+/*
+ * conn.c — client connections: accept, read, parse (http.c), hand the request to api.c, write
+ * the answer, keep-alive, and every limit with its status (DESIGN.md §1; issue: server core).
+ *
+ * A connection moves through these states:
+ *   IDLE   keep-alive, waiting for the first byte of a request     (timer: idle_timeout → close)
+ *   HEAD   reading the request head                               (timer: header_timeout → 408)
+ *   BODY   reading the request body                               (timer: idle_timeout → 408)
+ *   BUSY   the request is answered; output drains as it is made   (reading only to see EOF)
+ *   LINGER our side is shut; input discarded until EOF            (timer: 2 s → close)
+ * The state changes in one function, conn_set_state(), which also arms that state's timer.
+ *
+ * Memory: the conn itself, its read buffer (capped at max_header + READ_CHUNK), its write
+ * queue (capped) and its per-request arena all come from mem. When any of them cannot be had,
+ * the connection is answered 503 from static bytes — answering "full" never needs memory.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include "sluice.h"
+
+#define READ_CHUNK   (16 * 1024)
+#define WRITE_CAP    (1024 * 1024)  /* bytes of unsent output a connection may queue */
+#define LINGER_MS    2000
+#define ACCEPT_BATCH 64
+
+enum conn_state { C_IDLE, C_HEAD, C_BODY, C_BUSY, C_LINGER };
+static const char *const state_names[] = { "IDLE", "HEAD", "BODY", "BUSY", "LINGER" };
+
+struct conn {
+	int             fd;
+	enum conn_state state;
+	struct buf      rbuf;        /* bytes read, the current request's head at its start */
+	size_t          parsed;      /* how far http_parse has read rbuf */
+	struct http_req req;
+	struct buf      wbuf;        /* output not yet written */
+	size_t          wdone;       /* bytes of wbuf already written */
+	struct timer    timer;
+	struct arena    arena;       /* the current request's memory */
+	char            rid[65];     /* x-request-id */
+	char            peer[64];
+	uint64_t        t_start;     /* ms: the request's first byte */
+	int             status;      /* of the answer, for the log */
+	uint64_t        bytes_out;   /* body bytes of the answer, for the log */
+	unsigned        answered : 1, close_after : 1, sent_continue : 1, dirty : 1, eof : 1;
+	struct conn    *next, *prev; /* all connections */
+	struct conn    *next_dirty;  /* connections with output to flush this iteration */
+};
+
+static struct {
+	const struct config *cfg;
+	int                  listen_fd;
+	struct conn         *all;
+	struct conn         *dirty;
+	struct conn_stats    st;
+	int                  draining;
+	struct timer         drain_timer;
+	uint64_t             rid_seed, rid_count;
+} S = { .listen_fd = -1 };
+
+static void conn_on_event(int fd, unsigned events, void *ud);
+static void conn_parse(struct conn *c);
+static void new_request_id(char *out, size_t len);
+static void conn_set_state(struct conn *c, enum conn_state to);
+static void conn_close(struct conn *c);
+static size_t head_keep(const struct http_req *r);
+
+/* ---- static answers, for when there is no memory to build one ---- */
+
+/* Answer a connection we cannot serve: read what it already sent (so that closing does not
+ * reset the answer away), write the static 503, shut down, close. */
+static void
+write_static_503(int fd, const char *rid, const char *code, const char *msg)
+{
+	char body[256], out[640];
+	int blen, n;
+
+	blen = snprintf(body, sizeof body,
+	    "{\"error\":{\"message\":\"%s\",\"type\":\"server_error\",\"param\":null,\"code\":\"%s\"}}", msg, code);
+	n = snprintf(out, sizeof out,
+	    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+	    "x-request-id: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", rid, blen, body);
+	(void)!write(fd, out, (size_t)n);
+}
+
+static void
+refuse(int fd, const char *code, const char *msg)
+{
+	char junk[4096];
+
+	char rid[32];
+
+	while (read(fd, junk, sizeof junk) > 0)
+		;
+	new_request_id(rid, sizeof rid);
+	write_static_503(fd, rid, code, msg);
+	log_msg("refused a connection: 503 %s %s", code, rid);
+	shutdown(fd, SHUT_WR);
+	close(fd);
+	S.st.refused++;
+}
+
+/* ---- request ids ---- */
+
+static uint64_t
+splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+static void
+new_request_id(char *out, size_t len)
+{
+	snprintf(out, len, "req_%016llx", (unsigned long long)splitmix64(S.rid_seed + ++S.rid_count));
+}
+
+/* The client's own x-request-id if it is short and printable, else a fresh one. */
+static void
+assign_request_id(struct conn *c)
+{
+	struct span v;
+
+	if (http_header(&c->req, "x-request-id", &v) && v.len > 0 && v.len < sizeof c->rid) {
+		const char *p = c->rbuf.data + v.off;
+		uint32_t i;
+
+		for (i = 0; i < v.len && p[i] > 0x20 && p[i] < 0x7f; i++)
+			;
+		if (i == v.len) {
+			memcpy(c->rid, p, v.len);
+			c->rid[v.len] = '\0';
+			return;
+		}
+	}
+	new_request_id(c->rid, sizeof c->rid);
+}
+
+/* ---- the state machine ---- */
+
+/* Answer the request in progress with an error, then close the connection. */
+static void
+conn_fail(struct conn *c, int status, const char *code, const char *msg)
+{
+	c->close_after = 1;
+	conn_set_state(c, C_BUSY);
+	if (status == 503)
+		conn_error(c, 503, "server_error", code, NULL, "%s", msg);
+	else
+		conn_error(c, status, "invalid_request_error", code, NULL, "%s", msg);
+}
+
+static void
+on_timer(void *ud)
+{
+	struct conn *c = ud;
+
+	switch (c->state) {
+	case C_IDLE:
+	case C_LINGER:
+		conn_close(c);
+		break;
+	case C_HEAD:
+		conn_fail(c, 408, "request_timeout", "the request head did not arrive within header_timeout");
+		break;
+	case C_BODY:
+		conn_fail(c, 408, "request_timeout", "the request body stalled for longer than idle_timeout");
+		break;
+	case C_BUSY:
+		break;
+	}
+}
+
+static void
+conn_set_state(struct conn *c, enum conn_state to)
+{
+	const struct cfg_server *sv = &S.cfg->server;
+	uint64_t ms = 0;
+
+	c->state = to;
+	switch (to) {
+	case C_IDLE:   ms = sv->idle_timeout; break;
+	case C_HEAD:   ms = sv->header_timeout; break;
+	case C_BODY:   ms = sv->idle_timeout; break;
+	case C_LINGER: ms = LINGER_MS; break;
+	case C_BUSY:   break;
+	}
+	if (ms)
+		loop_timer_set(&c->timer, ms, on_timer, c);
+	else
+		loop_timer_cancel(&c->timer);
+	(void)state_names;
+}
+
+static void
+conn_close(struct conn *c)
+{
+	loop_unwatch(c->fd);
+	loop_timer_cancel(&c->timer);
+	close(c->fd);
+	if (c->dirty) {
+		struct conn **pp = &S.dirty;
+		while (*pp != c)
+			pp = &(*pp)->next_dirty;
+		*pp = c->next_dirty;
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		S.all = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	http_req_free(&c->req);
+	buf_free(&c->rbuf);
+	buf_free(&c->wbuf);
+	arena_release(&c->arena);
+	mem_free(c);
+	S.st.open--;
+	if (S.draining && S.st.open == 0)
+		loop_stop();
+}
+
+/* Shut our side and read until the peer closes, so that a client still sending does not get a
+ * reset that destroys the answer it has not read yet. */
+static void
+conn_linger(struct conn *c)
+{
+	shutdown(c->fd, SHUT_WR);
+	conn_set_state(c, C_LINGER);
+	loop_watch(c->fd, LOOP_READ, conn_on_event, c);
+}
+
+static void
+mark_dirty(struct conn *c)
+{
+	if (!c->dirty) {
+		c->dirty = 1;
+		c->next_dirty = S.dirty;
+		S.dirty = c;
+	}
+}
+
+static void
+log_request(struct conn *c)
+{
+	const struct http_req *r = &c->req;
+	double ms = (double)(loop_clock_ms() - c->t_start);
+	struct span path = r->target;
+	char ts[32];
+
+	log_timestamp(ts, sizeof ts);
+	if (log_is_json()) {
+		char esc[1024], rid[160];
+		struct buf b = { .data = esc, .size = sizeof esc, .max = sizeof esc };
+		struct buf rb = { .data = rid, .size = sizeof rid, .max = sizeof rid };
+
+		if (json_escape(&b, c->rbuf.data + path.off, path.len) != BUF_OK)
+			b.len = 0;
+		if (json_escape(&rb, c->rid, strlen(c->rid)) != BUF_OK)
+			rb.len = 0;
+		fprintf(stderr, "{\"ts\":\"%s\",\"method\":\"%s\",\"path\":%.*s,\"status\":%d,\"bytes\":%llu,"
+		    "\"ms\":%.1f,\"request_id\":%.*s,\"peer\":\"%s\"}\n", ts, http_method_name(r), (int)b.len,
+		    b.data, c->status, (unsigned long long)c->bytes_out, ms, (int)rb.len, rb.data, c->peer);
+	} else {
+		fprintf(stderr, "%s %s %s %.*s %d %lluB %.1fms %s\n", ts, c->peer, http_method_name(r),
+		    (int)(path.len > 512 ? 512 : path.len), c->rbuf.data + path.off, c->status,
+		    (unsigned long long)c->bytes_out, ms, c->rid);
+	}
+}
+
+/* The answer is fully written: log it, then serve the next request or close. Returns -1 when
+ * the connection was closed. */
+static int
+conn_request_done(struct conn *c)
+{
+	S.st.requests++;
+	log_request(c);
+	arena_release(&c->arena);
+	if (c->close_after || S.draining) {
+		if (c->req.state == REQ_DONE && c->parsed == c->rbuf.len && !c->req.err_status) {
+			conn_close(c);
+			return -1;
+		}
+		conn_linger(c);
+		return 0;
+	}
+	/* Drop the finished request's bytes; pipelined ones move to the front. */
+	buf_consume(&c->rbuf, c->parsed);
+	c->parsed = 0;
+	http_req_next(&c->req);
+	c->answered = 0;
+	c->sent_continue = 0;
+	c->status = 0;
+	c->bytes_out = 0;
+	conn_set_state(c, C_IDLE);
+	loop_watch(c->fd, LOOP_READ, conn_on_event, c);
+	if (c->rbuf.len > 0)
+		conn_parse(c);
+	return 0;
+}
+
+/* Write what is queued. Returns -1 if the connection was closed. */
+static int
+conn_flush(struct conn *c)
+{
+	while (c->wdone < c->wbuf.len) {
+		ssize_t n = write(c->fd, c->wbuf.data + c->wdone, c->wbuf.len - c->wdone);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			loop_watch(c->fd, LOOP_READ | LOOP_WRITE, conn_on_event, c);
+			return 0;
+		}
+		if (n <= 0) {
+			conn_close(c);
+			return -1;
+		}
+		c->wdone += (size_t)n;
+	}
+	buf_reset(&c->wbuf);
+	c->wdone = 0;
+	if (c->state == C_BUSY && c->answered)
+		return conn_request_done(c);
+	if (c->state != C_LINGER)
+		loop_watch(c->fd, c->state == C_BUSY && c->rbuf.len == c->rbuf.max ? 0 : LOOP_READ,
+		    conn_on_event, c);
+	return 0;
+}
+
+static void
+flush_dirty(void *ud)
+{
+	while (S.dirty) {
+		struct conn *c = S.dirty;
+
+		S.dirty = c->next_dirty;
+		c->dirty = 0;
+		conn_flush(c);
+	}
+}
+
+/* A request is complete: hand it to the API. */
+static void
+conn_dispatch(struct conn *c)
+{
+	conn_set_state(c, C_BUSY);
+	assign_request_id(c);
+	if (!c->req.keep_alive)
+		c->close_after = 1;
+	api_dispatch(c);
+}
+
+/* Parse what has been read; dispatch a complete request; answer a bad one. */
+static void
+conn_parse(struct conn *c)
+{
+	struct http_req *r = &c->req;
+	int rc;
+
+	if (c->state == C_IDLE) {
+		c->t_start = loop_clock_ms();
+		conn_set_state(c, C_HEAD);
+	}
+	rc = http_parse(r, c->rbuf.data, c->rbuf.len, &c->parsed);
+	if (rc < 0) {
+		char msg[256];
+
+		snprintf(msg, sizeof msg, "%s%s", r->err_status == 400 ? "malformed HTTP request: " : "",
+		    r->err_msg);
+		conn_fail(c, r->err_status, r->err_code, msg);
+		return;
+	}
+	if (rc == REQ_DONE) {
+		conn_dispatch(c);
+		return;
+	}
+	if (r->state <= REQ_HEAD) {
+		if (c->rbuf.len > r->max_header)
+			conn_fail(c, 431, "headers_too_large", "request headers are larger than max_header");
+		return;
+	}
+	/* In the body: the body bytes were copied out; keep only the head in the read buffer. */
+	if (c->state == C_HEAD)
+		conn_set_state(c, C_BODY);
+	else
+		loop_timer_set(&c->timer, S.cfg->server.idle_timeout, on_timer, c);
+	c->rbuf.len = c->parsed = head_keep(r);
+	if (r->expect_continue && !c->sent_continue && r->body.len == 0) {
+		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+		c->sent_continue = 1;
+		if (buf_append(&c->wbuf, cont, sizeof cont - 1) == BUF_OK)
+			mark_dirty(c);
+	}
+}
+
+/* How many bytes of the read buffer the head's spans reach into. */
+static size_t
+head_keep(const struct http_req *r)
+{
+	uint32_t end = r->target.off + r->target.len;
+
+	for (int i = 0; i < r->nheaders; i++) {
+		uint32_t e = r->headers[i].value.off + r->headers[i].value.len;
+		uint32_t n = r->headers[i].name.off + r->headers[i].name.len;
+		if (e > end)
+			end = e;
+		if (n > end)
+			end = n;
+	}
+	return end;
+}
+
+/* Read what the socket has. Returns bytes read, 0 at EOF, -1 on error, -2 when nothing to read
+ * now or no room. */
+static ssize_t
+conn_read(struct conn *c)
+{
+	size_t room;
+	ssize_t n;
+	int rc;
+
+	room = c->rbuf.max - c->rbuf.len;
+	if (room == 0)
+		return -2;
+	if (room > READ_CHUNK)
+		room = READ_CHUNK;
+	rc = buf_reserve(&c->rbuf, room);
+	if (rc == BUF_NOMEM)
+		return -3;
+	do
+		n = read(c->fd, c->rbuf.data + c->rbuf.len, room);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN ? -2 : -1;
+	c->rbuf.len += (size_t)n;
+	return n;
+}
+
+static void
+conn_on_readable(struct conn *c)
+{
+	ssize_t n = conn_read(c);
+
+	if (n == -2)
+		return;
+	if (n == -3) {
+		/* No memory for the bytes this client sent: answer 503 and let it go. */
+		if (c->state == C_LINGER) {
+			conn_close(c);
+		} else if (c->state == C_BUSY) {
+			loop_watch(c->fd, c->wbuf.len > c->wdone ? LOOP_WRITE : 0, conn_on_event, c);
+		} else {
+			conn_fail(c, 503, "overloaded", "the gateway is out of memory; retry shortly");
+		}
+		return;
+	}
+	if (n <= 0) {
+		/* The client went away (or reset). In LINGER that is what we waited for. */
+		conn_close(c);
+		return;
+	}
+	if (c->state == C_LINGER) {
+		c->rbuf.len = 0; /* discard */
+		return;
+	}
+	if (c->state == C_BUSY) {
+		/* Pipelined bytes wait in the buffer; stop reading when it is full. */
+		if (c->rbuf.len == c->rbuf.max)
+			loop_watch(c->fd, c->wbuf.len > c->wdone ? LOOP_WRITE : 0, conn_on_event, c);
+		return;
+	}
+	conn_parse(c);
+}
+
+static void
+conn_on_event(int fd, unsigned events, void *ud)
+{
+	struct conn *c = ud;
+
+	if (events & LOOP_WRITE) {
+		if (conn_flush(c) < 0)
+			return;
+		if (c->fd != fd)
+			return;
+	}
+	if (events & LOOP_READ)
+		conn_on_readable(c);
+}
+
+/* ---- answers ---- */
+
+/* The current HTTP date, formatted once per second. */
+static const char *
+http_date(void)
+{
+	static char buf[40];
+	static time_t last;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != last) {
+		last = now;
+		gmtime_r(&now, &tm);
+		strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	}
+	return buf;
+}
+
+/* Queue a whole answer: status line, headers, body. headers is extra "Name: value\r\n" lines. */
+void
+conn_reply(struct conn *c, int status, const char *ctype, const char *headers, const char *body,
+    size_t len)
+{
+	int rc;
+
+	if (c->answered)
+		return;
+	if (c->rid[0] == '\0')
+		assign_request_id(c);
+	if (S.draining)
+		c->close_after = 1;
+	c->answered = 1;
+	c->status = status;
+	c->bytes_out = len;
+	rc = buf_printf(&c->wbuf,
+	    "HTTP/1.1 %d %s\r\nServer: sluice\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+	    "x-request-id: %s\r\n%s%s\r\n", status, http_status_text(status), http_date(), ctype, len,
+	    c->rid, c->close_after ? "Connection: close\r\n" : "", headers ? headers : "");
+	if (rc == BUF_OK)
+		rc = buf_append(&c->wbuf, body, len);
+	if (rc != BUF_OK) {
+		/* No room for the answer: say so from static bytes, then close (never free c here:
+		 * our callers still hold it). */
+		buf_reset(&c->wbuf);
+		c->wdone = 0;
+		c->status = 503;
+		c->close_after = 1;
+		write_static_503(c->fd, c->rid, "overloaded", "the gateway is out of memory; retry shortly");
+	}
+	mark_dirty(c);
+}
+
+/* Queue an error in OpenAI's envelope: {"error":{"message","type","param","code"}}. */
+void
+conn_error_hdr(struct conn *c, int status, const char *headers, const char *type, const char *code,
+    const char *param, const char *fmt, ...)
+{
+	char msg[512], body[1536];
+	struct buf b = { .data = body, .size = sizeof body, .max = sizeof body };
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	rc = buf_puts(&b, "{\"error\":{\"message\":");
+	rc = rc ? rc : json_escape(&b, msg, strlen(msg));
+	rc = rc ? rc : buf_printf(&b, ",\"type\":\"%s\",\"param\":", type);
+	rc = rc ? rc : (param ? json_escape(&b, param, strlen(param)) : buf_puts(&b, "null"));
+	rc = rc ? rc : (code ? buf_printf(&b, ",\"code\":\"%s\"}}", code) : buf_puts(&b, ",\"code\":null}}"));
+	if (rc != BUF_OK)
+		b.len = 0;
+	if (status == 503 && headers == NULL)
+		headers = "Retry-After: 1\r\n";
+	conn_reply(c, status, "application/json", headers, b.data, b.len);
+}
+
+const struct http_req *
+conn_req(const struct conn *c)
+{
+	return &c->req;
+}
+
+struct arena *
+conn_arena(struct conn *c)
+{
+	return &c->arena;
+}
+
+const char *
+conn_request_id(const struct conn *c)
+{
+	return c->rid;
+}
+
+/* ---- accepting ---- */
+
+static void
+peer_name(int fd, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+			port = ntohs(a->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+			port = ntohs(a->sin6_port);
+		}
+	}
+	snprintf(out, len, "%s:%d", host, port);
+}
+
+static void
+conn_new(int fd)
+{
+	const struct cfg_server *sv = &S.cfg->server;
+	struct conn *c;
+	int one = 1;
+
+	if (S.st.open >= sv->max_connections || fd >= loop_capacity()) {
+		refuse(fd, "too_many_connections", "the gateway is at max_connections; retry shortly");
+		return;
+	}
+	if ((c = mem_calloc(1, sizeof *c)) == NULL) {
+		refuse(fd, "overloaded", "the gateway is out of memory; retry shortly");
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	c->fd = fd;
+	buf_init(&c->rbuf, sv->max_header + READ_CHUNK);
+	buf_init(&c->wbuf, WRITE_CAP);
+	http_req_init(&c->req, sv->max_header, sv->max_request_body);
+	arena_init(&c->arena);
+	loop_timer_init(&c->timer);
+	peer_name(fd, c->peer, sizeof c->peer);
+	c->next = S.all;
+	if (S.all)
+		S.all->prev = c;
+	S.all = c;
+	S.st.open++;
+	S.st.accepted++;
+	/* A new connection must send its head within header_timeout. */
+	c->t_start = loop_clock_ms();
+	conn_set_state(c, C_HEAD);
+	loop_watch(fd, LOOP_READ, conn_on_event, c);
+}
+
+static void
+on_accept(int lfd, unsigned events, void *ud)
+{
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_msg("accept: %s (raise the fd limit or lower max_connections)", strerror(errno));
+			return;
+		}
+		conn_new(fd);
+	}
+}
+
+static int
+make_listener(const struct cfg_server *sv, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd, one = 1;
+
+	memset(&ss, 0, sizeof ss);
+	if (strchr(sv->host, ':') != NULL) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)sv->port);
+		if (inet_pton(AF_INET6, sv->host, &a->sin6_addr) != 1)
+			goto bad_addr;
+		sl = sizeof *a;
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)sv->port);
+		if (inet_pton(AF_INET, sv->host[0] ? sv->host : "0.0.0.0", &a->sin_addr) != 1)
+			goto bad_addr;
+		sl = sizeof *a;
+	}
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0) {
+		snprintf(err, errlen, "listen on %s: %s", sv->listen, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+bad_addr:
+	snprintf(err, errlen, "listen: '%s' is not a numeric IP address", sv->host);
+	return -1;
+}
+
+int
+conn_listen(const struct config *cfg, char *err, size_t errlen)
+{
+	uint64_t seed = 0;
+
+	S.cfg = cfg;
+	if ((S.listen_fd = make_listener(&cfg->server, err, errlen)) < 0)
+		return -1;
+	if (getentropy(&seed, sizeof seed) < 0)
+		seed = loop_clock_ms() ^ (uint64_t)getpid() << 32;
+	S.rid_seed = seed;
+	loop_on_tick(flush_dirty, NULL);
+	return loop_watch(S.listen_fd, LOOP_READ, on_accept, NULL);
+}
+
+/* ---- drain ---- */
+
+static void
+on_drain_timeout(void *ud)
+{
+	log_msg("drain: %d connection(s) still open after drain_timeout; exiting", S.st.open);
+	loop_stop();
+}
+
+/* Stop accepting, close idle keep-alive connections, let requests in flight finish; the loop
+ * stops when the last connection closes or after timeout_ms. */
+void
+conn_drain(uint32_t timeout_ms)
+{
+	struct conn *c, *next;
+
+	if (S.draining)
+		return;
+	S.draining = 1;
+	if (S.listen_fd >= 0) {
+		loop_unwatch(S.listen_fd);
+		close(S.listen_fd);
+		S.listen_fd = -1;
+	}
+	for (c = S.all; c != NULL; c = next) {
+		next = c->next;
+		if (c->state == C_IDLE || (c->state == C_HEAD && c->rbuf.len == 0))
+			conn_close(c);
+	}
+	if (S.st.open == 0) {
+		loop_stop();
+		return;
+	}
+	loop_timer_init(&S.drain_timer);
+	loop_timer_set(&S.drain_timer, timeout_ms, on_drain_timeout, NULL);
+}
+
+int
+conn_draining(void)
+{
+	return S.draining;
+}
+
+void
+conn_get_stats(struct conn_stats *st)
+{
+	*st = S.st;
+}

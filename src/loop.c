@@ -1,0 +1,379 @@
+/*
+ * loop.c — one thread, one poll() (DESIGN.md §6; Redis's ae.c in spirit).
+ *
+ * File descriptors are watched for read and/or write with a callback each; timers are intrusive
+ * (the caller owns struct timer) and kept in a binary min-heap; tick hooks run once per
+ * iteration for batched work; signals arrive through a self-pipe and are handed to one callback
+ * on the loop, never run in signal context. All tables come from mem at loop_init and are sized
+ * by the fd capacity, so the loop never allocates while it runs (the timer heap may grow once
+ * in a while, from mem, and reports failure instead of dying).
+ *
+ * Callbacks may add and remove watches and timers freely, including closing an fd and having
+ * the number reused by accept() in the same iteration: readiness is collected first and each
+ * event is delivered only if the watch that was polled is still the one registered (a
+ * generation count per fd tells).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "sluice.h"
+
+struct watch {
+	loop_fd_fn *fn;
+	void       *ud;
+	uint32_t    gen;   /* bumped at every (un)registration of this fd */
+	int         slot;  /* index in L.pfds, -1 when not watched */
+};
+
+struct fired {
+	int      fd;
+	uint32_t gen;
+	short    revents;
+};
+
+static struct {
+	int            cap;          /* fds 0..cap-1 can be watched */
+	struct pollfd *pfds;         /* dense: the poll set */
+	int            npfds;
+	struct watch  *watches;      /* indexed by fd */
+	struct fired  *fired;
+	struct timer **heap;
+	int            nheap, heapcap;
+	struct { loop_tick_fn *fn; void *ud; } ticks[8];
+	int            nticks;
+	int            sigpipe[2];
+	loop_signal_fn *on_signal;
+	void          *sig_ud;
+	uint64_t       now;
+	int            stop;
+} L = { .sigpipe = { -1, -1 } };
+
+uint64_t
+loop_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t
+loop_now(void)
+{
+	return L.now;
+}
+
+int
+loop_init(int fd_capacity)
+{
+	L.cap = fd_capacity;
+	L.pfds = mem_calloc((size_t)L.cap, sizeof *L.pfds);
+	L.watches = mem_calloc((size_t)L.cap, sizeof *L.watches);
+	L.fired = mem_calloc((size_t)L.cap, sizeof *L.fired);
+	L.heapcap = 64;
+	L.heap = mem_calloc((size_t)L.heapcap, sizeof *L.heap);
+	if (!L.pfds || !L.watches || !L.fired || !L.heap)
+		return -1;
+	for (int i = 0; i < L.cap; i++)
+		L.watches[i].slot = -1;
+	L.now = loop_clock_ms();
+	return 0;
+}
+
+int
+loop_capacity(void)
+{
+	return L.cap;
+}
+
+/* Watch fd for LOOP_READ and/or LOOP_WRITE; events 0 stops watching. -1 if fd is out of range. */
+int
+loop_watch(int fd, unsigned events, loop_fd_fn *fn, void *ud)
+{
+	struct watch *w;
+	short pev = (short)((events & LOOP_READ ? POLLIN : 0) | (events & LOOP_WRITE ? POLLOUT : 0));
+
+	if (fd < 0 || fd >= L.cap)
+		return -1;
+	w = &L.watches[fd];
+	if (events == 0) {
+		loop_unwatch(fd);
+		return 0;
+	}
+	if (w->slot < 0) {
+		w->slot = L.npfds++;
+		L.pfds[w->slot].fd = fd;
+		w->gen++;
+	} else if (w->fn != fn || w->ud != ud) {
+		w->gen++;
+	}
+	L.pfds[w->slot].events = pev;
+	w->fn = fn;
+	w->ud = ud;
+	return 0;
+}
+
+void
+loop_unwatch(int fd)
+{
+	struct watch *w;
+	int last;
+
+	if (fd < 0 || fd >= L.cap || L.watches[fd].slot < 0)
+		return;
+	w = &L.watches[fd];
+	last = --L.npfds;
+	if (w->slot != last) {
+		/* Keep the poll set dense: move the last entry into the hole. */
+		L.pfds[w->slot] = L.pfds[last];
+		L.watches[L.pfds[w->slot].fd].slot = w->slot;
+	}
+	w->slot = -1;
+	w->fn = NULL;
+	w->gen++;
+}
+
+/* ---- timers: a binary min-heap of pointers, each timer knowing its index ---- */
+
+static int
+heap_less(int a, int b)
+{
+	return L.heap[a]->when < L.heap[b]->when;
+}
+
+static void
+heap_swap(int a, int b)
+{
+	struct timer *t = L.heap[a];
+
+	L.heap[a] = L.heap[b];
+	L.heap[b] = t;
+	L.heap[a]->idx = a;
+	L.heap[b]->idx = b;
+}
+
+static void
+heap_up(int i)
+{
+	while (i > 0 && heap_less(i, (i - 1) / 2)) {
+		heap_swap(i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void
+heap_down(int i)
+{
+	for (;;) {
+		int l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < L.nheap && heap_less(l, m))
+			m = l;
+		if (r < L.nheap && heap_less(r, m))
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(i, m);
+		i = m;
+	}
+}
+
+static void
+heap_remove(int i)
+{
+	int last = --L.nheap;
+
+	L.heap[i]->idx = -1;
+	if (i == last)
+		return;
+	L.heap[i] = L.heap[last];
+	L.heap[i]->idx = i;
+	heap_up(i);
+	heap_down(i);
+}
+
+void
+loop_timer_init(struct timer *t)
+{
+	memset(t, 0, sizeof *t);
+	t->idx = -1;
+}
+
+/* (Re)arm t to fire once, ms from now. -1 if the heap could not grow (memory exhausted). */
+int
+loop_timer_set(struct timer *t, uint64_t ms, loop_timer_fn *fn, void *ud)
+{
+	if (t->idx >= 0)
+		heap_remove(t->idx);
+	if (L.nheap == L.heapcap) {
+		struct timer **h = mem_realloc(L.heap, (size_t)L.heapcap * 2 * sizeof *h);
+		if (h == NULL)
+			return -1;
+		L.heap = h;
+		L.heapcap *= 2;
+	}
+	t->when = L.now + ms;
+	t->fn = fn;
+	t->ud = ud;
+	t->idx = L.nheap++;
+	L.heap[t->idx] = t;
+	heap_up(t->idx);
+	return 0;
+}
+
+void
+loop_timer_cancel(struct timer *t)
+{
+	if (t->idx >= 0)
+		heap_remove(t->idx);
+}
+
+int
+loop_timer_armed(const struct timer *t)
+{
+	return t->idx >= 0;
+}
+
+static void
+run_timers(void)
+{
+	while (L.nheap > 0 && L.heap[0]->when <= L.now) {
+		struct timer *t = L.heap[0];
+
+		heap_remove(0);
+		t->fn(t->ud);
+	}
+}
+
+static int
+poll_timeout(void)
+{
+	uint64_t d;
+
+	if (L.stop)
+		return 0;
+	if (L.nheap == 0)
+		return -1;
+	if (L.heap[0]->when <= L.now)
+		return 0;
+	d = L.heap[0]->when - L.now;
+	return d > 60000 ? 60000 : (int)d;
+}
+
+/* ---- tick hooks and signals ---- */
+
+int
+loop_on_tick(loop_tick_fn *fn, void *ud)
+{
+	if (L.nticks == (int)NELEM(L.ticks))
+		return -1;
+	L.ticks[L.nticks].fn = fn;
+	L.ticks[L.nticks++].ud = ud;
+	return 0;
+}
+
+static void
+on_signal_raw(int sig)
+{
+	int saved = errno;
+	unsigned char b = (unsigned char)sig;
+
+	(void)!write(L.sigpipe[1], &b, 1);
+	errno = saved;
+}
+
+static void
+on_sigpipe_readable(int fd, unsigned events, void *ud)
+{
+	unsigned char b[16];
+	ssize_t n;
+
+	while ((n = read(fd, b, sizeof b)) > 0)
+		for (ssize_t i = 0; i < n; i++)
+			L.on_signal(b[i], L.sig_ud);
+}
+
+/* Deliver SIGTERM, SIGINT and SIGHUP to fn on the loop; ignore SIGPIPE. */
+int
+loop_signals(loop_signal_fn *fn, void *ud)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	struct sigaction sa;
+
+	if (pipe2(L.sigpipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	L.on_signal = fn;
+	L.sig_ud = ud;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	sa.sa_handler = on_signal_raw;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < NELEM(sigs); i++)
+		sigaction(sigs[i], &sa, NULL);
+	return loop_watch(L.sigpipe[0], LOOP_READ, on_sigpipe_readable, NULL);
+}
+
+/* ---- the loop ---- */
+
+static void
+dispatch_fired(int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct fired *f = &L.fired[i];
+		struct watch *w = &L.watches[f->fd];
+		unsigned ev = 0;
+
+		if (w->slot < 0 || w->gen != f->gen)
+			continue; /* removed or replaced by an earlier callback */
+		if (f->revents & (POLLIN | POLLHUP | POLLERR))
+			ev |= LOOP_READ;
+		if (f->revents & (POLLOUT | POLLERR))
+			ev |= LOOP_WRITE;
+		if (f->revents & (POLLERR | POLLHUP | POLLNVAL))
+			ev |= LOOP_ERROR;
+		w->fn(f->fd, ev, w->ud);
+	}
+}
+
+void
+loop_run_once(void)
+{
+	int n, nf = 0;
+
+	for (int i = 0; i < L.nticks; i++)
+		L.ticks[i].fn(L.ticks[i].ud);
+	n = poll(L.pfds, (nfds_t)L.npfds, poll_timeout());
+	L.now = loop_clock_ms();
+	if (n < 0 && errno != EINTR)
+		log_msg("poll: %s", strerror(errno));
+	for (int i = 0; n > 0 && i < L.npfds; i++) {
+		if (L.pfds[i].revents == 0)
+			continue;
+		L.fired[nf].fd = L.pfds[i].fd;
+		L.fired[nf].gen = L.watches[L.pfds[i].fd].gen;
+		L.fired[nf++].revents = L.pfds[i].revents;
+		n--;
+	}
+	dispatch_fired(nf);
+	run_timers();
+}
+
+void
+loop_run(void)
+{
+	L.stop = 0;
+	while (!L.stop)
+		loop_run_once();
+}
+
+void
+loop_stop(void)
+{
+	L.stop = 1;
+}
