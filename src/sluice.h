@@ -293,6 +293,40 @@ void  conn_error_hdr(struct conn *c, int status, const char *headers, const char
 #define conn_error(c, status, type, code, param, ...) \
 	conn_error_hdr(c, status, NULL, type, code, param, __VA_ARGS__)
 
+/*
+ * sse.c — an incremental parser for text/event-stream (WHATWG rules, FORMATS.md §0.1): line
+ * ends CRLF, LF or a lone CR (a CR and its LF may arrive in different reads); ':' comments;
+ * 'data' lines joined with '\n'; one optional space after the colon; 'event' names; an event
+ * still pending at the end of the stream is delivered by sse_finish(). A non-standard 'error:'
+ * line (legacy llama.cpp) is delivered as an event named "error". Zero-copy where it can be:
+ * an event whose bytes all arrived in one read is handed over in place; only events split
+ * across reads are copied, into buffers capped at max_event.
+ */
+struct sse_event {
+	const char *event;  /* the 'event' field, "" if none */
+	size_t      event_len;
+	const char *data;   /* the joined 'data' lines */
+	size_t      data_len;
+};
+/* Return 0 to go on, nonzero to stop parsing (sse_feed returns that value). */
+typedef int sse_event_fn(void *ud, const struct sse_event *ev);
+struct sse {
+	struct buf line;      /* a line split across reads */
+	struct buf data;      /* an event's data when it cannot stay in place */
+	char       event[64];
+	size_t     event_len;
+	const char *data_at;  /* in-place data of the pending event, in the current chunk */
+	size_t     data_n;
+	int        ndata;     /* data lines seen in the pending event */
+	int        skip_lf;   /* the last chunk ended in CR: a leading LF belongs to it */
+	size_t     max_event;
+};
+enum { SSE_TOO_LARGE = -1, SSE_NOMEM = -2 };
+void sse_init(struct sse *p, size_t max_event);
+int  sse_feed(struct sse *p, const char *chunk, size_t len, sse_event_fn *fn, void *ud);
+int  sse_finish(struct sse *p, sse_event_fn *fn, void *ud);
+void sse_free(struct sse *p);
+
 /* api.c — the endpoints: routing by path and method, client auth, JSON checks. */
 void api_init(const struct config *cfg, uint64_t started_ms);
 void api_dispatch(struct conn *c);

@@ -25,7 +25,8 @@ int  unit_check(int ok, const char *file, int line, const char *fmt, ...)
 	X(buf) \
 	X(config) \
 	X(http) \
-	X(json)
+	X(json) \
+	X(sse)
 
 #define X(name) void suite_##name(void);
 UNIT_SUITES(X)
