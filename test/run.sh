@@ -13,7 +13,7 @@ build ARCH=aarch64 build/aarch64/sluice build/aarch64/unit build/aarch64/tlsprob
 build SAN=1 build/san/sluice build/san/unit
 
 # name and command of every suite, in the order they run
-ALL="unit-x86_64 unit-san unit-aarch64 mock-selftest integration-x86_64 integration-san appliance-x86_64 appliance-aarch64"
+ALL="unit-x86_64 unit-san unit-aarch64 mock-selftest integration-x86_64 integration-san e2e-sdk appliance-x86_64 appliance-aarch64"
 suite_cmd() {
   case $1 in
     unit-x86_64)       echo build/x86_64/unit ;;
@@ -22,6 +22,7 @@ suite_cmd() {
     mock-selftest)     echo node test/mock/selftest.js ;;
     integration-x86_64) echo python3 test/integration/run.py --bin build/x86_64/sluice ;;
     integration-san)   echo python3 test/integration/run.py --bin build/san/sluice ;;
+    e2e-sdk)           echo node test/e2e/run.mjs --bin build/x86_64/sluice ;;
     appliance-x86_64)  echo test/system/appliance.sh x86_64 ;;
     appliance-aarch64) echo test/system/appliance.sh aarch64 ;;
   esac
