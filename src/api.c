@@ -4,7 +4,7 @@
  */
 #include <string.h>
 #include <strings.h>
-#include "sluice.h"
+#include "adapters/adapter.h"
 
 static struct {
 	const struct config *cfg;
@@ -160,54 +160,87 @@ get_models(struct conn *c)
 
 /* ---- POST /v1/chat/completions ---- */
 
-/* A model name clients may ask for: a [model.*], a [route.*], or provider/model. */
-static int
-model_known(const char *name, size_t len)
-{
-	const char *slash = memchr(name, '/', len);
+#define OUT_OF_MEMORY "the gateway is out of memory; retry shortly"
 
-	if (config_model(A.cfg, name, len) || config_route(A.cfg, name, len))
-		return 1;
-	return slash != NULL && slash > name && (size_t)(slash - name) + 1 < len &&
-	    config_provider(A.cfg, name, (size_t)(slash - name)) != NULL;
+/* Read and check the client's request into r. 0, or -1 once the client has been answered. */
+static int
+read_chat_request(struct conn *c, struct chat_req *r)
+{
+	const struct http_req *h = conn_req(c);
+	struct json *j = &r->j;
+	int rc, messages, t;
+
+	r->body = h->body.data ? h->body.data : "";
+	r->len = h->body.len;
+	rc = json_parse(j, conn_arena(c), r->body, r->len);
+	if (rc == -2) {
+		conn_error(c, 503, "server_error", "overloaded", NULL, OUT_OF_MEMORY);
+		return -1;
+	}
+	if (rc < 0 || j->tok[0].type != JSMN_OBJECT) {
+		conn_error(c, 400, "invalid_request_error", NULL, NULL,
+		    "the request body is not valid JSON (it must be one JSON object)");
+		return -1;
+	}
+	r->model = json_find(j, 0, "model");
+	if (r->model < 0 || j->tok[r->model].type != JSMN_STRING || j->tok[r->model].end == j->tok[r->model].start) {
+		conn_error(c, 400, "invalid_request_error", NULL, "model",
+		    "you must provide a model parameter (a non-empty string)");
+		return -1;
+	}
+	messages = json_find(j, 0, "messages");
+	if (messages < 0 || j->tok[messages].type != JSMN_ARRAY) {
+		conn_error(c, 400, "invalid_request_error", NULL, "messages",
+		    "'messages' is required and must be an array");
+		return -1;
+	}
+	t = json_find(j, 0, "stream");
+	r->stream = t >= 0 && json_eq_literal(j, t, "true");
+	r->stream_options = json_find(j, 0, "stream_options");
+	if (r->stream_options >= 0 && j->tok[r->stream_options].type != JSMN_OBJECT)
+		r->stream_options = -1; /* null: as if absent */
+	t = json_find(j, r->stream_options, "include_usage");
+	r->include_usage = r->stream && t >= 0 && json_eq_literal(j, t, "true");
+	return 0;
 }
 
 static void
 post_chat_completions(struct conn *c)
 {
-	const struct http_req *r = conn_req(c);
-	struct json j;
-	int rc, model, messages;
+	struct arena *a = conn_arena(c);
+	struct exchange *x = arena_alloc(a, sizeof *x);
+	struct chat_req *r = arena_alloc(a, sizeof *r);
+	struct plan plan;
+	const jsmntok_t *m;
+	char name[512];
+	size_t len;
+	int rc;
 
-	rc = json_parse(&j, conn_arena(c), r->body.data ? r->body.data : "", r->body.len);
-	if (rc == -2) {
-		conn_error(c, 503, "server_error", "overloaded", NULL, "the gateway is out of memory; retry shortly");
+	if (x == NULL || r == NULL) {
+		conn_error(c, 503, "server_error", "overloaded", NULL, OUT_OF_MEMORY);
 		return;
 	}
-	if (rc < 0 || j.tok[0].type != JSMN_OBJECT) {
-		conn_error(c, 400, "invalid_request_error", NULL, NULL,
-		    "the request body is not valid JSON (it must be one JSON object)");
+	memset(x, 0, sizeof *x);
+	memset(r, 0, sizeof *r);
+	if (read_chat_request(c, r) < 0)
+		return;
+	m = &r->j.tok[r->model];
+	len = json_unescape(r->body + m->start, (size_t)(m->end - m->start), name, sizeof name);
+	if ((rc = router_plan(A.cfg, name, len, a, &plan)) < 0) {
+		if (rc == -2)
+			conn_error(c, 503, "server_error", "overloaded", NULL, OUT_OF_MEMORY);
+		else
+			conn_error(c, 404, "invalid_request_error", "model_not_found", "model",
+			    "the model '%.200s' does not exist: ask for a configured model, a route, or provider/model", name);
 		return;
 	}
-	model = json_find(&j, 0, "model");
-	if (model < 0 || j.tok[model].type != JSMN_STRING || j.tok[model].end == j.tok[model].start) {
-		conn_error(c, 400, "invalid_request_error", NULL, "model",
-		    "you must provide a model parameter (a non-empty string)");
-		return;
-	}
-	messages = json_find(&j, 0, "messages");
-	if (messages < 0 || j.tok[messages].type != JSMN_ARRAY) {
-		conn_error(c, 400, "invalid_request_error", NULL, "messages",
-		    "'messages' is required and must be an array");
-		return;
-	}
-	if (!model_known(j.src + j.tok[model].start, (size_t)(j.tok[model].end - j.tok[model].start))) {
-		conn_error(c, 404, "invalid_request_error", "model_not_found", "model",
-		    "the model '%.*s' does not exist: ask for a configured model, a route, or provider/model",
-		    j.tok[model].end - j.tok[model].start > 200 ? 200 : j.tok[model].end - j.tok[model].start,
-		    j.src + j.tok[model].start);
-		return;
-	}
-	conn_error(c, 501, "server_error", "not_implemented", NULL,
-	    "chat completions are not served yet by this build");
+	x->sink = conn_sink(c);
+	x->arena = a;
+	x->cfg = A.cfg;
+	x->req = r;
+	x->public_model = r->body + m->start - 1; /* the client's own bytes, quotes included */
+	x->public_model_len = (size_t)(m->end - m->start) + 2;
+	x->target = &plan.targets[0];
+	conn_set_handler(c, &exchange_handler, x);
+	exchange_run(x);
 }

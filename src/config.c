@@ -38,17 +38,7 @@
 #define MAX_LINE    (INI_MAX_LINE - 2) /* the longest line inih reads whole, with its '\n' and NUL */
 #define SECTION_MAX 32           /* keys per section kind; bits of section.seen */
 
-/*
- * Failure classes, as fallback_on names them. The router owns this list (issue 5, DESIGN.md
- * §4); it lives here until router.c exists and moves to sluice.h with it. cfg_chain.fallback_on
- * is a bit set over it (1u << FAIL_x); 0 means the router's default set.
- */
-enum fail_class {
-	FAIL_CONNECT, FAIL_TLS, FAIL_TIMEOUT_HEAD, FAIL_TIMEOUT_FIRST_TOKEN,
-	FAIL_408, FAIL_409, FAIL_429, FAIL_500, FAIL_502, FAIL_503, FAIL_504, FAIL_529,
-	FAIL_AUTH, FAIL_MALFORMED, FAIL_CLOSED,
-	FAIL_NCLASSES
-};
+/* The names fallback_on uses for the failure classes (enum fail_class, sluice.h). */
 static const char *const fail_names[FAIL_NCLASSES] = {
 	[FAIL_CONNECT] = "connect",     [FAIL_TLS] = "tls",
 	[FAIL_TIMEOUT_HEAD] = "timeout_head", [FAIL_TIMEOUT_FIRST_TOKEN] = "timeout_first_token",

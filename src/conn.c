@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include "sluice.h"
@@ -49,6 +50,11 @@ struct conn {
 	int             status;      /* of the answer, for the log */
 	uint64_t        bytes_out;   /* body bytes of the answer, for the log */
 	unsigned        answered : 1, close_after : 1, sent_continue : 1, dirty : 1, eof : 1;
+	unsigned        head_sent : 1, chunked : 1;
+	struct iovec    borrowed[3]; /* body bytes owned by the request, written after wbuf */
+	int             nborrowed;
+	const struct conn_handler *handler; /* who produces the answer asynchronously */
+	void           *handler_ud;
 	struct conn    *next, *prev; /* all connections */
 	struct conn    *next_dirty;  /* connections with output to flush this iteration */
 };
@@ -66,6 +72,8 @@ static struct {
 
 static void conn_on_event(int fd, unsigned events, void *ud);
 static void conn_parse(struct conn *c);
+static size_t conn_queued(const struct conn *c);
+static int conn_put_head(struct conn *c, int status, const char *ctype, const char *headers, int64_t len);
 static void new_request_id(char *out, size_t len);
 static void conn_set_state(struct conn *c, enum conn_state to);
 static void conn_close(struct conn *c);
@@ -203,6 +211,9 @@ conn_set_state(struct conn *c, enum conn_state to)
 static void
 conn_close(struct conn *c)
 {
+	if (c->handler != NULL && c->handler->gone != NULL)
+		c->handler->gone(c->handler_ud); /* abort the upstream before its memory is released */
+	c->handler = NULL;
 	loop_unwatch(c->fd);
 	loop_timer_cancel(&c->timer);
 	close(c->fd);
@@ -283,6 +294,9 @@ conn_request_done(struct conn *c)
 {
 	S.st.requests++;
 	log_request(c);
+	if (c->handler != NULL && c->handler->gone != NULL)
+		c->handler->gone(c->handler_ud); /* the request is over: its producer lets go */
+	c->handler = NULL;
 	arena_release(&c->arena);
 	if (c->close_after || S.draining) {
 		if (c->req.state == REQ_DONE && c->parsed == c->rbuf.len && !c->req.err_status) {
@@ -297,6 +311,8 @@ conn_request_done(struct conn *c)
 	c->parsed = 0;
 	http_req_next(&c->req);
 	c->answered = 0;
+	c->head_sent = 0;
+	c->chunked = 0;
 	c->sent_continue = 0;
 	c->status = 0;
 	c->bytes_out = 0;
@@ -308,28 +324,74 @@ conn_request_done(struct conn *c)
 }
 
 /* Write what is queued. Returns -1 if the connection was closed. */
+/* Bytes queued and not yet written: the write buffer, then the borrowed body. */
+static size_t
+conn_queued(const struct conn *c)
+{
+	size_t n = c->wbuf.len - c->wdone;
+
+	for (int i = 0; i < c->nborrowed; i++)
+		n += c->borrowed[i].iov_len;
+	return n;
+}
+
+/* Account for n bytes written: first from wbuf, then from the borrowed segments. */
+static void
+conn_advance_written(struct conn *c, size_t n)
+{
+	size_t w = c->wbuf.len - c->wdone;
+
+	if (n < w) {
+		c->wdone += n;
+		return;
+	}
+	n -= w;
+	c->wdone = c->wbuf.len;
+	while (c->nborrowed > 0 && n >= c->borrowed[0].iov_len) {
+		n -= c->borrowed[0].iov_len;
+		memmove(&c->borrowed[0], &c->borrowed[1], (size_t)--c->nborrowed * sizeof c->borrowed[0]);
+	}
+	if (c->nborrowed > 0) {
+		c->borrowed[0].iov_base = (char *)c->borrowed[0].iov_base + n;
+		c->borrowed[0].iov_len -= n;
+	}
+}
+
+/* Write what is queued. Returns -1 if the connection was closed. */
 static int
 conn_flush(struct conn *c)
 {
-	while (c->wdone < c->wbuf.len) {
-		ssize_t n = write(c->fd, c->wbuf.data + c->wdone, c->wbuf.len - c->wdone);
+	while (conn_queued(c) > 0) {
+		struct iovec iov[4];
+		int n = 0;
+		ssize_t w;
 
-		if (n < 0 && errno == EINTR)
+		if (c->wdone < c->wbuf.len) {
+			iov[n].iov_base = c->wbuf.data + c->wdone;
+			iov[n++].iov_len = c->wbuf.len - c->wdone;
+		}
+		for (int i = 0; i < c->nborrowed; i++)
+			iov[n++] = c->borrowed[i];
+		w = writev(c->fd, iov, n);
+		if (w < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN) {
+		if (w < 0 && errno == EAGAIN) {
 			loop_watch(c->fd, LOOP_READ | LOOP_WRITE, conn_on_event, c);
 			return 0;
 		}
-		if (n <= 0) {
+		if (w <= 0) {
 			conn_close(c);
 			return -1;
 		}
-		c->wdone += (size_t)n;
+		conn_advance_written(c, (size_t)w);
 	}
 	buf_reset(&c->wbuf);
 	c->wdone = 0;
 	if (c->state == C_BUSY && c->answered)
 		return conn_request_done(c);
+	/* Everything written and the answer is still being made: its producer may go on. */
+	if (c->state == C_BUSY && c->handler != NULL && c->handler->drained != NULL)
+		c->handler->drained(c->handler_ud);
 	if (c->state != C_LINGER)
 		loop_watch(c->fd, c->state == C_BUSY && c->rbuf.len == c->rbuf.max ? 0 : LOOP_READ,
 		    conn_on_event, c);
@@ -515,6 +577,29 @@ http_date(void)
 	return buf;
 }
 
+/* The status line and headers. len < 0: the body follows in chunks (a stream). */
+static int
+conn_put_head(struct conn *c, int status, const char *ctype, const char *headers, int64_t len)
+{
+	char length[48];
+
+	if (c->rid[0] == '\0')
+		assign_request_id(c);
+	if (S.draining)
+		c->close_after = 1;
+	c->head_sent = 1;
+	c->chunked = len < 0;
+	c->status = status;
+	if (len < 0)
+		snprintf(length, sizeof length, "Transfer-Encoding: chunked");
+	else
+		snprintf(length, sizeof length, "Content-Length: %lld", (long long)len);
+	return buf_printf(&c->wbuf,
+	    "HTTP/1.1 %d %s\r\nServer: sluice\r\nDate: %s\r\nContent-Type: %s\r\n%s\r\n"
+	    "x-request-id: %s\r\n%s%s\r\n", status, http_status_text(status), http_date(), ctype, length,
+	    c->rid, c->close_after ? "Connection: close\r\n" : "", headers ? headers : "");
+}
+
 /* Queue a whole answer: status line, headers, body. headers is extra "Name: value\r\n" lines. */
 void
 conn_reply(struct conn *c, int status, const char *ctype, const char *headers, const char *body,
@@ -524,19 +609,17 @@ conn_reply(struct conn *c, int status, const char *ctype, const char *headers, c
 
 	if (c->answered)
 		return;
-	if (c->rid[0] == '\0')
-		assign_request_id(c);
-	if (S.draining)
+	if (c->head_sent) {
+		/* An answer was already begun (a stream): it cannot become another. */
 		c->close_after = 1;
+		conn_sink_end(c);
+		return;
+	}
 	c->answered = 1;
-	c->status = status;
-	c->bytes_out = len;
-	rc = buf_printf(&c->wbuf,
-	    "HTTP/1.1 %d %s\r\nServer: sluice\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-	    "x-request-id: %s\r\n%s%s\r\n", status, http_status_text(status), http_date(), ctype, len,
-	    c->rid, c->close_after ? "Connection: close\r\n" : "", headers ? headers : "");
+	rc = conn_put_head(c, status, ctype, headers, (int64_t)len);
 	if (rc == BUF_OK)
 		rc = buf_append(&c->wbuf, body, len);
+	c->bytes_out = len;
 	if (rc != BUF_OK) {
 		/* No room for the answer: say so from static bytes, then close (never free c here:
 		 * our callers still hold it). */
@@ -562,11 +645,7 @@ conn_error_hdr(struct conn *c, int status, const char *headers, const char *type
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	rc = buf_puts(&b, "{\"error\":{\"message\":");
-	rc = rc ? rc : json_escape(&b, msg, strlen(msg));
-	rc = rc ? rc : buf_printf(&b, ",\"type\":\"%s\",\"param\":", type);
-	rc = rc ? rc : (param ? json_escape(&b, param, strlen(param)) : buf_puts(&b, "null"));
-	rc = rc ? rc : (code ? buf_printf(&b, ",\"code\":\"%s\"}}", code) : buf_puts(&b, ",\"code\":null}}"));
+	rc = json_error(&b, msg, strlen(msg), type, code, param);
 	if (rc != BUF_OK)
 		b.len = 0;
 	if (status == 503 && headers == NULL)
@@ -590,6 +669,107 @@ const char *
 conn_request_id(const struct conn *c)
 {
 	return c->rid;
+}
+
+/* ---- the sink: how an asynchronous producer (the exchange) answers ---- */
+
+/* Begin an answer whose body follows: len >= 0 bytes with Content-Length, or chunked (-1). */
+int
+conn_sink_head(struct conn *c, int status, const char *ctype, const char *headers, int64_t len)
+{
+	if (c->head_sent || c->answered)
+		return -1;
+	if (conn_put_head(c, status, ctype, headers, len) != BUF_OK)
+		return -1;
+	mark_dirty(c);
+	return 0;
+}
+
+/* Body bytes from parts, copied (and framed as one chunk on a chunked answer). -1 if the queue is
+ * full or the answer is not open. */
+int
+conn_sink_write(struct conn *c, const struct iovec *parts, int nparts)
+{
+	size_t mark = c->wbuf.len, n = 0;
+	int rc = BUF_OK;
+
+	for (int i = 0; i < nparts; i++)
+		n += parts[i].iov_len;
+	if (!c->head_sent || c->answered)
+		return -1;
+	if (n == 0)
+		return 0;
+	if (c->chunked)
+		rc = buf_printf(&c->wbuf, "%zx\r\n", n);
+	for (int i = 0; i < nparts && rc == BUF_OK; i++)
+		rc = buf_append(&c->wbuf, parts[i].iov_base, parts[i].iov_len);
+	rc = rc ? rc : (c->chunked ? buf_append(&c->wbuf, "\r\n", 2) : BUF_OK);
+	if (rc != BUF_OK) {
+		c->wbuf.len = mark; /* never a torn chunk */
+		return -1;
+	}
+	c->bytes_out += n;
+	mark_dirty(c);
+	return 0;
+}
+
+/* Body bytes written from the caller's memory, which must live until the request ends. Only
+ * on a Content-Length answer, and after any copied bytes. */
+int
+conn_sink_borrow(struct conn *c, const char *p, size_t n)
+{
+	if (!c->head_sent || c->answered || c->chunked || c->nborrowed == (int)NELEM(c->borrowed))
+		return -1;
+	if (n == 0)
+		return 0;
+	c->borrowed[c->nborrowed].iov_base = (void *)p;
+	c->borrowed[c->nborrowed++].iov_len = n;
+	c->bytes_out += n;
+	mark_dirty(c);
+	return 0;
+}
+
+/* The answer is complete. */
+void
+conn_sink_end(struct conn *c)
+{
+	if (c->answered)
+		return;
+	if (c->chunked && buf_append(&c->wbuf, "0\r\n\r\n", 5) != BUF_OK)
+		c->close_after = 1; /* no room for the last chunk: closing ends the body instead */
+	c->answered = 1;
+	mark_dirty(c);
+}
+
+size_t
+conn_sink_queued(const struct conn *c)
+{
+	return conn_queued(c);
+}
+
+static int sink_head(void *o, int st, const char *ct, const char *h, int64_t len) { return conn_sink_head(o, st, ct, h, len); }
+static int sink_write(void *o, const struct iovec *v, int n) { return conn_sink_write(o, v, n); }
+static int sink_borrow(void *o, const char *p, size_t n) { return conn_sink_borrow(o, p, n); }
+static void sink_end(void *o) { conn_sink_end(o); }
+static size_t sink_queued(const void *o) { return conn_sink_queued(o); }
+
+static const struct sink_ops conn_sink_ops = {
+	.head = sink_head, .write = sink_write, .borrow = sink_borrow, .end = sink_end, .queued = sink_queued,
+};
+
+/* The connection as a sink, for a producer that must not know connections. */
+struct sink
+conn_sink(struct conn *c)
+{
+	struct sink s = { &conn_sink_ops, c };
+	return s;
+}
+
+void
+conn_set_handler(struct conn *c, const struct conn_handler *h, void *ud)
+{
+	c->handler = h;
+	c->handler_ud = ud;
 }
 
 /* ---- accepting ---- */

@@ -194,44 +194,75 @@ json_valid(const char *s, size_t n)
 	return st == AFTER && depth == 0;
 }
 
-/* Tokenize src. Returns the token count, or -1 for malformed JSON, -2 when memory is short. */
-int
-json_parse(struct json *j, struct arena *a, const char *src, size_t len)
+/* Validate src and count its tokens: the count, or -1 for malformed JSON. */
+static int
+json_count(const char *src, size_t len)
 {
 	jsmn_parser p;
-	int n;
+	size_t b;
 
 	if (!json_valid(src, len))
 		return -1;
-	if (src[skip_ws(src, 0, len)] != '{' && src[skip_ws(src, 0, len)] != '[') {
-		/* A lone scalar: jsmn's strict mode wants a delimiter after it, so it is one token here. */
-		size_t b = skip_ws(src, 0, len), e = len;
-		while (e > b && (src[e - 1] == ' ' || src[e - 1] == '\t' || src[e - 1] == '\n' || src[e - 1] == '\r'))
-			e--;
-		if ((j->tok = arena_alloc(a, sizeof *j->tok)) == NULL)
-			return -2;
-		j->tok[0].type = src[b] == '"' ? JSMN_STRING : JSMN_PRIMITIVE;
-		j->tok[0].start = (int)b + (src[b] == '"');
-		j->tok[0].end = (int)e - (src[b] == '"');
-		j->tok[0].size = 0;
-		j->tok[0].parent = -1;
-		j->src = src;
-		j->ntok = 1;
-		return 1;
-	}
+	b = skip_ws(src, 0, len);
+	if (src[b] != '{' && src[b] != '[')
+		return 1; /* a lone scalar */
 	jsmn_init(&p);
-	n = jsmn_parse(&p, src, len, NULL, 0);
-	if (n <= 0)
-		return -1;
-	j->tok = arena_alloc(a, (size_t)n * sizeof *j->tok);
-	if (j->tok == NULL)
-		return -2;
-	jsmn_init(&p);
-	if (jsmn_parse(&p, src, len, j->tok, (unsigned)n) != n)
-		return -1;
+	return jsmn_parse(&p, src, len, NULL, 0);
+}
+
+/* Fill the n tokens counted by json_count into tok. */
+static int
+json_fill(struct json *j, const char *src, size_t len, jsmntok_t *tok, int n)
+{
+	jsmn_parser p;
+	size_t b = skip_ws(src, 0, len), e = len;
+
+	j->tok = tok;
 	j->src = src;
 	j->ntok = n;
-	return n;
+	if (src[b] == '{' || src[b] == '[') {
+		jsmn_init(&p);
+		return jsmn_parse(&p, src, len, tok, (unsigned)n) == n ? n : -1;
+	}
+	/* A lone scalar: jsmn's strict mode wants a delimiter after it, so it is one token here. */
+	while (e > b && (src[e - 1] == ' ' || src[e - 1] == '\t' || src[e - 1] == '\n' || src[e - 1] == '\r'))
+		e--;
+	tok[0].type = src[b] == '"' ? JSMN_STRING : JSMN_PRIMITIVE;
+	tok[0].start = (int)b + (src[b] == '"');
+	tok[0].end = (int)e - (src[b] == '"');
+	tok[0].size = 0;
+	tok[0].parent = -1;
+	return 1;
+}
+
+/* Tokenize src, tokens in the arena. Returns the token count, or -1 for malformed JSON, -2 when
+ * memory is short. */
+int
+json_parse(struct json *j, struct arena *a, const char *src, size_t len)
+{
+	int n = json_count(src, len);
+	jsmntok_t *tok;
+
+	if (n <= 0)
+		return -1;
+	if ((tok = arena_alloc(a, (size_t)n * sizeof *tok)) == NULL)
+		return -2;
+	return json_fill(j, src, len, tok, n);
+}
+
+/* The same, with tokens in a buffer reused from call to call (a stream's chunks): no
+ * allocation once the buffer is as large as the largest chunk needs. */
+int
+json_parse_buf(struct json *j, struct buf *store, const char *src, size_t len)
+{
+	int n = json_count(src, len);
+
+	if (n <= 0)
+		return -1;
+	store->len = 0;
+	if (buf_reserve(store, (size_t)n * sizeof(jsmntok_t)) != BUF_OK)
+		return -2;
+	return json_fill(j, src, len, (jsmntok_t *)(void *)store->data, n);
 }
 
 /* Index of the token after token i and everything inside it. */
@@ -331,4 +362,105 @@ json_escape(struct buf *b, const char *s, size_t n)
 	if ((rc = buf_append(b, s + run, n - run)) != BUF_OK)
 		return rc;
 	return buf_append(b, "\"", 1);
+}
+
+/* OpenAI's error envelope: {"error":{"message","type","param","code"}}; msg is plain text. */
+int
+json_error(struct buf *b, const char *msg, size_t msglen, const char *type, const char *code,
+    const char *param)
+{
+	int rc = buf_puts(b, "{\"error\":{\"message\":");
+
+	rc = rc ? rc : json_escape(b, msg, msglen);
+	rc = rc ? rc : buf_printf(b, ",\"type\":\"%s\",\"param\":", type);
+	rc = rc ? rc : (param ? json_escape(b, param, strlen(param)) : buf_puts(b, "null"));
+	rc = rc ? rc : (code ? buf_printf(b, ",\"code\":\"%s\"}}", code) : buf_puts(b, ",\"code\":null}}"));
+	return rc;
+}
+
+static int
+hex4(const char *s, unsigned *out)
+{
+	unsigned v = 0;
+
+	for (int i = 0; i < 4; i++) {
+		char c = s[i];
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (unsigned)(c - '0');
+		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+			v |= (unsigned)((c | 0x20) - 'a' + 10);
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static size_t
+utf8_put(char *o, unsigned cp)
+{
+	if (cp < 0x80)
+		return o[0] = (char)cp, 1;
+	if (cp < 0x800)
+		return o[0] = (char)(0xC0 | cp >> 6), o[1] = (char)(0x80 | (cp & 63)), 2;
+	if (cp < 0x10000)
+		return o[0] = (char)(0xE0 | cp >> 12), o[1] = (char)(0x80 | (cp >> 6 & 63)),
+		    o[2] = (char)(0x80 | (cp & 63)), 3;
+	return o[0] = (char)(0xF0 | cp >> 18), o[1] = (char)(0x80 | (cp >> 12 & 63)),
+	    o[2] = (char)(0x80 | (cp >> 6 & 63)), o[3] = (char)(0x80 | (cp & 63)), 4;
+}
+
+/* The text of a JSON string's contents (s, n: between the quotes, already validated), decoded
+ * into out (at most outlen - 1 bytes, NUL-terminated, cut on overflow). Returns its length. */
+size_t
+json_unescape(const char *s, size_t n, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n && o + 4 < outlen;) {
+		unsigned cp, lo;
+
+		if (s[i] != '\\') {
+			out[o++] = s[i++];
+			continue;
+		}
+		if (i + 1 >= n)
+			break;
+		switch (s[i + 1]) {
+		case 'n': out[o++] = '\n'; break;
+		case 't': out[o++] = '\t'; break;
+		case 'r': out[o++] = '\r'; break;
+		case 'b': out[o++] = '\b'; break;
+		case 'f': out[o++] = '\f'; break;
+		case 'u':
+			if (i + 6 > n || hex4(s + i + 2, &cp) < 0)
+				goto done;
+			i += 4;
+			if (cp >= 0xD800 && cp < 0xDC00 && i + 8 <= n && s[i + 2] == '\\' && s[i + 3] == 'u' &&
+			    hex4(s + i + 4, &lo) == 0 && lo >= 0xDC00 && lo < 0xE000) {
+				cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+				i += 6;
+			} else if (cp >= 0xD800 && cp < 0xE000) {
+				cp = 0xFFFD; /* a lone surrogate */
+			}
+			o += utf8_put(out + o, cp);
+			break;
+		default: out[o++] = s[i + 1]; break; /* \" \\ \/ */
+		}
+		i += 2;
+	}
+done:
+	out[o] = '\0';
+	return o;
+}
+
+/* Token i is the literal lit (true, false, null). */
+int
+json_eq_literal(const struct json *j, int i, const char *lit)
+{
+	const jsmntok_t *t = &j->tok[i];
+	size_t n = strlen(lit);
+
+	return t->type == JSMN_PRIMITIVE && (size_t)(t->end - t->start) == n && memcmp(j->src + t->start, lit, n) == 0;
 }

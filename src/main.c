@@ -173,7 +173,7 @@ serve(struct config *cfg)
 		    cfg->server.memory, cfg->server.max_connections);
 		return 1;
 	}
-	if (conn_listen(cfg, err, sizeof err) < 0) {
+	if (upstream_init(cfg, err, sizeof err) < 0 || conn_listen(cfg, err, sizeof err) < 0) {
 		fprintf(stderr, "sluice: %s\n", err);
 		return 1;
 	}

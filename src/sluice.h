@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/uio.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -104,6 +105,25 @@ void buf_free(struct buf *b);
 enum provider_type { PROVIDER_OPENAI, PROVIDER_ANTHROPIC, PROVIDER_GEMINI, PROVIDER_OLLAMA, PROVIDER_AZURE };
 enum route_policy { POLICY_COST, POLICY_SPEED, POLICY_BALANCED };
 enum log_format { LOG_PLAIN, LOG_JSON };
+
+/*
+ * Failure classes (DESIGN.md §4): every failed attempt is put in exactly one, once. The first
+ * FAIL_NCLASSES are the ones `fallback_on` can name; cfg_chain.fallback_on is a bit set over
+ * them (1u << FAIL_x), 0 meaning the router's default set. The rest are decided the same way
+ * but are never a reason to try elsewhere (the client's own error) or happen after the commit.
+ */
+enum fail_class {
+	FAIL_CONNECT, FAIL_TLS, FAIL_TIMEOUT_HEAD, FAIL_TIMEOUT_FIRST_TOKEN,
+	FAIL_408, FAIL_409, FAIL_429, FAIL_500, FAIL_502, FAIL_503, FAIL_504, FAIL_529,
+	FAIL_AUTH, FAIL_MALFORMED, FAIL_CLOSED,
+	FAIL_NCLASSES,
+	FAIL_CLIENT = FAIL_NCLASSES, /* 400, 404, 422: the request itself is wrong */
+	FAIL_OTHER_4XX,
+	FAIL_TOO_LARGE,              /* a response over max_response_body */
+	FAIL_TIMEOUT_IDLE,           /* a gap between chunks over timeout_idle */
+	FAIL_TIMEOUT_TOTAL,
+	FAIL_PROVIDER,               /* an error event inside a stream */
+};
 
 struct cfg_provider {
 	const char        *name;
@@ -319,6 +339,8 @@ struct sse {
 	size_t     data_n;
 	int        ndata;     /* data lines seen in the pending event */
 	int        skip_lf;   /* the last chunk ended in CR: a leading LF belongs to it */
+	int        started;   /* the first line (which may open with a BOM) has been seen */
+	int        err;       /* sticky: once nonzero, feed and finish return it */
 	size_t     max_event;
 };
 enum { SSE_TOO_LARGE = -1, SSE_NOMEM = -2 };
@@ -326,6 +348,88 @@ void sse_init(struct sse *p, size_t max_event);
 int  sse_feed(struct sse *p, const char *chunk, size_t len, sse_event_fn *fn, void *ud);
 int  sse_finish(struct sse *p, sse_event_fn *fn, void *ud);
 void sse_free(struct sse *p);
+
+/*
+ * upstream.c — HTTP to providers through one libcurl multi handle on our loop. A transfer
+ * reports its head, its body in pieces (which may pause it: backpressure) and its end, with
+ * the failure class and a message when it failed. Our own timers bound each phase.
+ */
+#include <curl/curl.h>
+enum { UPSTREAM_PAUSE = 1 };
+struct upstream_result {
+	int             ok;
+	int             aborted;  /* ended by our own on_head/on_data returning < 0 */
+	enum fail_class cls;
+	char            msg[256];
+};
+struct upstream;
+struct upstream_cb {
+	int  (*on_head)(void *ud, struct upstream *u);      /* < 0 ends the transfer */
+	int  (*on_data)(void *ud, const char *p, size_t n); /* 0, UPSTREAM_PAUSE, or < 0 to end */
+	void (*on_done)(void *ud, const struct upstream_result *r);
+};
+struct upstream_req {
+	const struct cfg_provider *provider;
+	const char                *url;
+	struct curl_slist         *headers; /* owned by the transfer from here on */
+	const char                *body;
+	size_t                     body_len;
+	const struct tls_ca       *ca;      /* NULL: the process's trust store */
+};
+struct upstream {
+	CURL                     *easy;     /* NULL when not running */
+	const struct upstream_cb *cb;
+	void                     *ud;
+	struct curl_slist        *hdrs;
+	long                      status;
+	int                       head_done, paused, resume_queued;
+	uint64_t                  t_start, t_last;
+	uint32_t                  to_first_byte, to_idle, to_total;
+	struct timer              timer;
+	char                      retry_after[48];
+	char                      content_type[96];
+	char                      errbuf[CURL_ERROR_SIZE];
+	struct upstream          *next_resume;
+};
+int  upstream_init(const struct config *cfg, char *err, size_t errlen);
+const struct tls_ca *upstream_ca_for(const struct cfg_provider *p);
+int  upstream_start(struct upstream *u, const struct upstream_req *req, const struct upstream_cb *cb, void *ud);
+void upstream_resume(struct upstream *u);
+void upstream_abort(struct upstream *u);
+int  upstream_active(const struct upstream *u);
+void header_value(const char *p, size_t len, char *out, size_t outlen);
+
+/*
+ * The sink: how an asynchronous producer (the exchange) answers through a connection. The conn
+ * frames and queues what it is given; when its queue has drained it calls handler->drained;
+ * when the request is over — answered, or the client gone — it calls handler->gone, before the
+ * request's memory is released.
+ */
+struct conn_handler {
+	void (*drained)(void *ud);
+	void (*gone)(void *ud);
+};
+void   conn_set_handler(struct conn *c, const struct conn_handler *h, void *ud);
+int    conn_sink_head(struct conn *c, int status, const char *ctype, const char *headers, int64_t len);
+int    conn_sink_write(struct conn *c, const struct iovec *parts, int nparts);
+int    conn_sink_borrow(struct conn *c, const char *p, size_t n);
+void   conn_sink_end(struct conn *c);
+size_t conn_sink_queued(const struct conn *c);
+
+/* A sink as the exchange sees it: a vtable, so the same exchange can answer a connection or,
+ * later, an async request with no connection at all (DESIGN.md §2). */
+struct sink_ops {
+	int    (*head)(void *o, int status, const char *ctype, const char *headers, int64_t len);
+	int    (*write)(void *o, const struct iovec *parts, int nparts);
+	int    (*borrow)(void *o, const char *p, size_t n);
+	void   (*end)(void *o);
+	size_t (*queued)(const void *o);
+};
+struct sink {
+	const struct sink_ops *ops;
+	void                  *o;
+};
+struct sink conn_sink(struct conn *c);
 
 /* api.c — the endpoints: routing by path and method, client auth, JSON checks. */
 void api_init(const struct config *cfg, uint64_t started_ms);
@@ -343,11 +447,16 @@ struct json {
 };
 int  json_valid(const char *s, size_t n);                          /* strict RFC 8259 */
 int  json_parse(struct json *j, struct arena *a, const char *src, size_t len);
+int  json_parse_buf(struct json *j, struct buf *store, const char *src, size_t len);
 int  json_find(const struct json *j, int obj, const char *key);  /* value token index, or -1 */
 int  json_skip(const struct json *j, int i);                      /* index after token i's subtree */
 int  json_eq(const struct json *j, int i, const char *s);
 int  json_is_null(const struct json *j, int i);
+int  json_eq_literal(const struct json *j, int i, const char *lit);
 size_t json_skip_end(const char *s, size_t from, size_t len);
 int  json_escape(struct buf *b, const char *s, size_t n);         /* appends "s", quoted */
+int  json_error(struct buf *b, const char *msg, size_t msglen, const char *type, const char *code,
+                const char *param);
+size_t json_unescape(const char *s, size_t n, char *out, size_t outlen);
 
 #endif

@@ -1,0 +1,117 @@
+/*
+ * adapter.h — what a provider adapter is, and the part of the exchange it may touch.
+ *
+ * An adapter turns the client's OpenAI request into the provider's (URL, headers, body) and
+ * turns what the provider answers back into OpenAI's shape, through a few calls on the
+ * exchange: xc_chunk() for each chat.completion.chunk of a stream (with flags saying whether it
+ * carries content — the commit point — or only usage), xc_usage(), xc_stream_end() when the
+ * provider's own end marker arrives, xc_body() for a whole response, and xc_fail() for an error
+ * inside a 200. The exchange owns everything else: the commit point, holding the preamble,
+ * stripping usage the client did not ask for, timeouts, backpressure, the error contract.
+ */
+#ifndef ADAPTER_H
+#define ADAPTER_H
+
+#include "sluice.h"
+
+struct exchange;
+
+/* A failure as the client and the router see it. */
+struct failure {
+	enum fail_class cls;
+	int             status;        /* what the client gets before the commit point */
+	const char     *type, *code;   /* OpenAI envelope fields (static strings) */
+	char            msg[400];
+	char            retry_after[48];
+};
+
+struct adapter {
+	const char *name;
+	/* Build the upstream request: URL, headers and body (into body, capped). */
+	int  (*encode)(struct exchange *x, struct upstream_req *req, struct buf *body);
+	/* One streamed frame: an SSE event (NDJSON adapters get each line as data). */
+	int  (*stream_event)(struct exchange *x, const struct sse_event *ev);
+	/* The whole body of a successful non-streamed answer. */
+	int  (*response)(struct exchange *x, const char *p, size_t n);
+	/* An answer with an error status: fill f (class, status, message). */
+	void (*error)(struct exchange *x, long status, const char *p, size_t n, struct failure *f);
+};
+
+extern const struct adapter adapter_openai;
+
+/* The client's request, checked by api.c and read by adapters. */
+struct chat_req {
+	const char *body;
+	size_t      len;
+	struct json j;
+	int         model;         /* token of the model value */
+	int         stream;        /* the client asked for a stream */
+	int         stream_options;/* token of the stream_options object, or -1 */
+	int         include_usage; /* the client asked for usage in its stream */
+};
+
+/* One target of the plan: a provider and the provider's own name for the model. */
+struct target {
+	const struct cfg_provider *provider;
+	const char                *model;
+	const struct adapter      *adapter;
+	const struct tls_ca       *ca;       /* the provider's ca_file, or NULL */
+};
+
+/* router.c — the attempt chain, computed before anything is sent (DESIGN.md §4). */
+struct plan {
+	struct target *targets;
+	int            ntargets;
+};
+/* name: the model the client asked for (unescaped). 0, or -1 if nothing serves it. */
+int router_plan(const struct config *cfg, const char *name, size_t len, struct arena *a, struct plan *out);
+
+enum xstate { X_PLANNED, X_ATTEMPT, X_COMMITTED, X_DONE, X_INTERRUPTED, X_FAILED };
+
+enum { CHUNK_CONTENT = 1, CHUNK_USAGE_ONLY = 2, CHUNK_FINISH = 4 };
+
+struct usage {
+	long prompt, completion, cached;
+	int  seen;
+};
+
+struct exchange {
+	struct sink            sink;
+	struct arena          *arena;
+	const struct config   *cfg;
+	const struct chat_req *req;
+	const char            *public_model;   /* "name" as the client wrote it, quotes included */
+	size_t                 public_model_len;
+	const struct target   *target;
+	int                    attempts;
+	enum xstate            state;
+	struct upstream        up;
+	struct buf             up_body;        /* the request bytes sent upstream */
+	struct sse             sse;
+	struct buf             resp;           /* a whole answer, or an error body */
+	struct buf             held;           /* events held before the commit point */
+	struct buf             toks;           /* jsmn tokens for one chunk, reused */
+	struct buf             scratch;        /* one rewritten event, reused */
+	int                    saw_end, saw_finish;
+	struct usage           usage;
+	struct failure         fail;
+	uint64_t               t_start;
+};
+
+/* For adapters. */
+int  xc_chunk(struct exchange *x, const struct iovec *parts, int nparts, unsigned flags);
+void xc_usage(struct exchange *x, long prompt, long completion, long cached);
+void xc_stream_end(struct exchange *x);
+int  xc_body(struct exchange *x, const struct iovec *parts, int nparts);
+int  xc_fail(struct exchange *x, enum fail_class cls, int status, const char *code, const char *fmt, ...)
+     __attribute__((format(printf, 5, 6)));
+int  xc_json(struct exchange *x, struct json *j, const char *p, size_t n);
+/* The provider's error status → the status the client gets, and the failure class. */
+void xc_classify_status(long status, struct failure *f);
+void xc_error_message(const char *p, size_t n, struct failure *f);
+
+/* exchange.c — one request's life: attempt, commit point, outcome (DESIGN.md §3). */
+extern const struct conn_handler exchange_handler;
+int  exchange_run(struct exchange *x);
+
+#endif

@@ -1,0 +1,444 @@
+/*
+ * exchange.c — one chat request's life (DESIGN.md §3): the attempt, the commit point, the
+ * outcome. The exchange answers through a sink and never sees the connection.
+ *
+ *   PLANNED → ATTEMPT → COMMITTED → DONE | INTERRUPTED        (and FAILED before the commit)
+ *
+ * The commit point: nothing of an attempt reaches the client before its first content-bearing
+ * chunk. Preamble chunks (the role-only chunk, Azure's filter chunk) are held until then, so a
+ * failure before it is still a clean error answer (and, with the router, a fallback). After it,
+ * a failure becomes one explicit `stream_interrupted` event and never a silent end: a stream
+ * that ends without its end marker and without a finish reason is a failure too. A non-streamed
+ * request commits when its whole answer is in.
+ *
+ * Every state change goes through xc_state(), the one place that will feed the request log.
+ */
+#include <stdarg.h>
+#include <string.h>
+#include "adapters/adapter.h"
+
+#define SINK_HIGH  (64 * 1024)  /* queued bytes at which the upstream is paused */
+#define ERROR_MAX  (64 * 1024)  /* an error body read from a provider */
+#define HELD_MAX   (64 * 1024)  /* preamble held before the commit point */
+#define EVENT_MAX  (4u << 20)   /* one SSE event from a provider */
+
+static const char *const state_names[] = {
+	[X_PLANNED] = "PLANNED", [X_ATTEMPT] = "ATTEMPT", [X_COMMITTED] = "COMMITTED",
+	[X_DONE] = "DONE", [X_INTERRUPTED] = "INTERRUPTED", [X_FAILED] = "FAILED",
+};
+
+static void
+xc_state(struct exchange *x, enum xstate to)
+{
+	(void)state_names; /* the request log (a later issue) records each transition here */
+	x->state = to;
+}
+
+static int
+finished(const struct exchange *x)
+{
+	return x->state == X_DONE || x->state == X_INTERRUPTED || x->state == X_FAILED;
+}
+
+/* Give back everything the exchange took from mem (its arena goes with the request). */
+static void
+release(struct exchange *x)
+{
+	upstream_abort(&x->up);
+	sse_free(&x->sse);
+	buf_free(&x->up_body);
+	buf_free(&x->resp);
+	buf_free(&x->held);
+	buf_free(&x->toks);
+	buf_free(&x->scratch);
+}
+
+/* ---- answering ---- */
+
+/* The headers every answer of an attempt carries. */
+static const char *
+attempt_headers(struct exchange *x, const char *extra)
+{
+	const struct target *t = x->target;
+
+	return arena_printf(x->arena, "x-sluice-provider: %s\r\nx-sluice-model: %s\r\n"
+	    "x-sluice-attempts: %d\r\n%s", t ? t->provider->name : "-", t ? t->model : "-",
+	    x->attempts, extra ? extra : "");
+}
+
+/* Answer the failure in x->fail: a clean error before the commit point, one interruption
+ * event after it. Either way the exchange is over. */
+static void
+answer_failure(struct exchange *x)
+{
+	struct failure *f = &x->fail;
+	char body[1024];
+	struct buf b = { .data = body, .size = sizeof body, .max = sizeof body };
+	struct iovec v[3];
+
+	if (x->state == X_COMMITTED) {
+		json_error(&b, f->msg, strlen(f->msg), "upstream_error", "stream_interrupted", NULL);
+		v[0].iov_base = "data: ";
+		v[0].iov_len = 6;
+		v[1].iov_base = b.data;
+		v[1].iov_len = b.len;
+		v[2].iov_base = "\n\n";
+		v[2].iov_len = 2;
+		x->sink.ops->write(x->sink.o, v, 3);
+		x->sink.ops->end(x->sink.o);
+		xc_state(x, X_INTERRUPTED);
+		return;
+	}
+	json_error(&b, f->msg, strlen(f->msg), f->type ? f->type : "upstream_error", f->code, NULL);
+	{
+		const char *extra = NULL;
+		if (f->retry_after[0])
+			extra = arena_printf(x->arena, "Retry-After: %s\r\n", f->retry_after);
+		if (x->sink.ops->head(x->sink.o, f->status, "application/json",
+		    attempt_headers(x, extra), (int64_t)b.len) == 0) {
+			v[0].iov_base = b.data;
+			v[0].iov_len = b.len;
+			x->sink.ops->write(x->sink.o, v, 1);
+		}
+	}
+	x->sink.ops->end(x->sink.o);
+	xc_state(x, X_FAILED);
+}
+
+/* End the exchange with a failure (from anywhere but inside the upstream's callbacks, which
+ * return < 0 instead and let on_done come). */
+static void
+fail_now(struct exchange *x)
+{
+	release(x);
+	answer_failure(x);
+}
+
+int
+xc_fail(struct exchange *x, enum fail_class cls, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (x->fail.msg[0] == '\0') { /* the first failure is the one that counts */
+		x->fail.cls = cls;
+		x->fail.status = status;
+		x->fail.type = "upstream_error";
+		x->fail.code = code;
+		va_start(ap, fmt);
+		vsnprintf(x->fail.msg, sizeof x->fail.msg, fmt, ap);
+		va_end(ap);
+	}
+	return -1;
+}
+
+/* The commit point: the head goes out, then what was held, then this. */
+static int
+commit(struct exchange *x)
+{
+	struct iovec v = { x->held.data, x->held.len };
+
+	if (x->sink.ops->head(x->sink.o, 200, "text/event-stream", attempt_headers(x,
+	    "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"), -1) < 0)
+		return -1;
+	xc_state(x, X_COMMITTED);
+	if (x->held.len > 0 && x->sink.ops->write(x->sink.o, &v, 1) < 0)
+		return -1;
+	buf_free(&x->held);
+	return 0;
+}
+
+/* One chat.completion.chunk (its JSON in parts), framed as an SSE event. */
+int
+xc_chunk(struct exchange *x, const struct iovec *parts, int nparts, unsigned flags)
+{
+	struct iovec v[8];
+	int n = 0;
+
+	if ((flags & CHUNK_USAGE_ONLY) && !x->req->include_usage)
+		return 0; /* asked for by sluice, not by the client */
+	if (flags & CHUNK_FINISH)
+		x->saw_finish = 1;
+	if (nparts > 6)
+		return xc_fail(x, FAIL_MALFORMED, 502, "upstream_malformed", "internal: chunk in too many parts");
+	v[n].iov_base = "data: ";
+	v[n++].iov_len = 6;
+	for (int i = 0; i < nparts; i++)
+		v[n++] = parts[i];
+	v[n].iov_base = "\n\n";
+	v[n++].iov_len = 2;
+	if (x->state != X_COMMITTED && !(flags & (CHUNK_CONTENT | CHUNK_FINISH | CHUNK_USAGE_ONLY))) {
+		/* Preamble: held until content comes. */
+		for (int i = 0; i < n; i++)
+			if (buf_append(&x->held, v[i].iov_base, v[i].iov_len) != BUF_OK)
+				return xc_fail(x, FAIL_MALFORMED, 502, "upstream_malformed",
+				    "the provider sent more than %d bytes before any content", HELD_MAX);
+		return 0;
+	}
+	if (x->state != X_COMMITTED && commit(x) < 0)
+		return -1;
+	if (x->sink.ops->write(x->sink.o, v, n) < 0)
+		return xc_fail(x, FAIL_CLOSED, 502, "stream_interrupted", "the client's write queue is full");
+	return 0;
+}
+
+void
+xc_usage(struct exchange *x, long prompt, long completion, long cached)
+{
+	x->usage.prompt = prompt;
+	x->usage.completion = completion;
+	x->usage.cached = cached;
+	x->usage.seen = 1;
+}
+
+void
+xc_stream_end(struct exchange *x)
+{
+	x->saw_end = 1;
+}
+
+/* A whole answer, from memory that lives as long as the request (the arena or x->resp). */
+int
+xc_body(struct exchange *x, const struct iovec *parts, int nparts)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < nparts; i++)
+		len += parts[i].iov_len;
+	if (x->sink.ops->head(x->sink.o, 200, "application/json", attempt_headers(x, NULL), (int64_t)len) < 0)
+		return -1;
+	xc_state(x, X_COMMITTED);
+	for (int i = 0; i < nparts; i++)
+		if (x->sink.ops->borrow(x->sink.o, parts[i].iov_base, parts[i].iov_len) < 0)
+			return -1;
+	return 0;
+}
+
+/* Parse one JSON document with the exchange's reused token store. */
+int
+xc_json(struct exchange *x, struct json *j, const char *p, size_t n)
+{
+	return json_parse_buf(j, &x->toks, p, n);
+}
+
+/* ---- the provider's answer ---- */
+
+void
+xc_classify_status(long status, struct failure *f)
+{
+	static const struct { long status; enum fail_class cls; } table[] = {
+		{ 400, FAIL_CLIENT }, { 404, FAIL_CLIENT }, { 422, FAIL_CLIENT },
+		{ 401, FAIL_AUTH }, { 403, FAIL_AUTH }, { 408, FAIL_408 }, { 409, FAIL_409 },
+		{ 429, FAIL_429 }, { 500, FAIL_500 }, { 502, FAIL_502 }, { 503, FAIL_503 },
+		{ 504, FAIL_504 }, { 529, FAIL_529 },
+	};
+
+	f->cls = status >= 500 ? FAIL_500 : FAIL_OTHER_4XX;
+	for (size_t i = 0; i < NELEM(table); i++)
+		if (table[i].status == status)
+			f->cls = table[i].cls;
+	/* The client's own errors keep their status; the provider's failures are a bad gateway. */
+	f->status = status >= 400 && status < 500 ? (int)status : 502;
+}
+
+/* The provider's message from an error body: OpenAI's {"error":{"message"}}, a flat
+ * {"error":"…"} or {"message":"…"}, or the text itself. */
+void
+xc_error_message(const char *p, size_t n, struct failure *f)
+{
+	static const char *const keys[] = { "message", "error", "detail" };
+	jsmntok_t toks[256];
+	struct buf store = { .data = (char *)toks, .size = sizeof toks, .max = sizeof toks };
+	struct json j;
+	int obj = 0, t = -1;
+
+	if (json_parse_buf(&j, &store, p, n) > 0 && j.tok[0].type == JSMN_OBJECT) {
+		int e = json_find(&j, 0, "error");
+		if (e >= 0 && j.tok[e].type == JSMN_OBJECT)
+			obj = e;
+		for (size_t k = 0; k < NELEM(keys) && t < 0; k++) {
+			t = json_find(&j, obj, keys[k]);
+			if (t >= 0 && j.tok[t].type != JSMN_STRING)
+				t = -1;
+		}
+	}
+	if (t >= 0) {
+		json_unescape(p + j.tok[t].start, (size_t)(j.tok[t].end - j.tok[t].start), f->msg, sizeof f->msg);
+		return;
+	}
+	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' '))
+		n--;
+	snprintf(f->msg, sizeof f->msg, "%.*s", (int)(n > 300 ? 300 : n), p);
+}
+
+static int
+on_head(void *ud, struct upstream *u)
+{
+	struct exchange *x = ud;
+
+	if (u->status >= 200 && u->status < 300)
+		buf_init(&x->resp, x->target->provider->max_response_body);
+	else
+		buf_init(&x->resp, ERROR_MAX);
+	return 0;
+}
+
+static int
+on_stream_event(void *ud, const struct sse_event *ev)
+{
+	struct exchange *x = ud;
+
+	return x->target->adapter->stream_event(x, ev) < 0 ? -1 : 0;
+}
+
+static int
+on_data(void *ud, const char *p, size_t n)
+{
+	struct exchange *x = ud;
+	int rc;
+
+	if (finished(x))
+		return -1;
+	if (x->up.status >= 300 || !x->req->stream) {
+		rc = buf_append(&x->resp, p, n);
+		if (rc == BUF_OK || x->up.status >= 300)
+			return 0; /* an error body is read as far as it fits */
+		return xc_fail(x, FAIL_TOO_LARGE, 502, "upstream_response_too_large",
+		    "the provider's answer is larger than max_response_body (%zu bytes)", x->resp.max);
+	}
+	/* Backpressure: a client that reads slowly pauses the provider; nothing piles up. */
+	if (x->state == X_COMMITTED && x->sink.ops->queued(x->sink.o) > SINK_HIGH)
+		return UPSTREAM_PAUSE;
+	rc = sse_feed(&x->sse, p, n, on_stream_event, x);
+	if (rc == SSE_TOO_LARGE || rc == SSE_NOMEM)
+		return xc_fail(x, FAIL_MALFORMED, 502, "upstream_malformed",
+		    "the provider sent an event larger than %u bytes", EVENT_MAX);
+	return rc < 0 ? -1 : 0;
+}
+
+/* Why an attempt that ended cleanly at the HTTP level still failed, or 0. */
+static int
+check_outcome(struct exchange *x)
+{
+	long st = x->up.status;
+
+	if (st >= 300) {
+		xc_classify_status(st, &x->fail);
+		xc_error_message(x->resp.data, x->resp.len, &x->fail);
+		x->fail.type = "upstream_error";
+		x->fail.code = NULL;
+		if (st == 429 || st == 503)
+			snprintf(x->fail.retry_after, sizeof x->fail.retry_after, "%s", x->up.retry_after);
+		if (x->fail.msg[0] == '\0')
+			snprintf(x->fail.msg, sizeof x->fail.msg, "the provider answered %ld", st);
+		return -1;
+	}
+	if (!x->req->stream)
+		return x->target->adapter->response(x, x->resp.data ? x->resp.data : "", x->resp.len);
+	if (sse_finish(&x->sse, on_stream_event, x) < 0)
+		return -1;
+	if (!x->saw_end && !x->saw_finish)
+		return xc_fail(x, FAIL_CLOSED, 502, "upstream_closed",
+		    "the provider's stream ended without its end marker or a finish reason");
+	if (x->state != X_COMMITTED)
+		return xc_fail(x, FAIL_CLOSED, 502, "upstream_closed", "the provider's stream ended with no content");
+	return 0;
+}
+
+static void
+on_done(void *ud, const struct upstream_result *r)
+{
+	struct exchange *x = ud;
+	static const struct { enum fail_class cls; int status; const char *code; } by_class[] = {
+		{ FAIL_CONNECT, 502, "upstream_connect_failed" }, { FAIL_TLS, 502, "upstream_tls_failed" },
+		{ FAIL_TIMEOUT_HEAD, 504, "upstream_timeout" }, { FAIL_TIMEOUT_IDLE, 504, "upstream_timeout" },
+		{ FAIL_TIMEOUT_TOTAL, 504, "upstream_timeout" }, { FAIL_CLOSED, 502, "upstream_closed" },
+	};
+
+	if (finished(x))
+		return;
+	if (!r->ok && !r->aborted) {
+		int status = 502;
+		const char *code = "upstream_error";
+
+		for (size_t i = 0; i < NELEM(by_class); i++)
+			if (by_class[i].cls == r->cls)
+				status = by_class[i].status, code = by_class[i].code;
+		if (r->cls == FAIL_TIMEOUT_IDLE && x->state != X_COMMITTED)
+			xc_fail(x, FAIL_TIMEOUT_FIRST_TOKEN, 504, code, "%s: %s", x->target->provider->name, r->msg);
+		else
+			xc_fail(x, r->cls, status, code, "%s: %s", x->target->provider->name, r->msg);
+	} else if (r->ok && check_outcome(x) == 0) {
+		if (x->req->stream) {
+			struct iovec v = { "data: [DONE]\n\n", 14 };
+			x->sink.ops->write(x->sink.o, &v, 1);
+		}
+		x->sink.ops->end(x->sink.o); /* the body may be borrowed from x->resp: released in on_gone */
+		xc_state(x, X_DONE);
+		return;
+	}
+	if (x->fail.msg[0] == '\0')
+		xc_fail(x, FAIL_CLOSED, 502, "upstream_error", "%s: the transfer failed", x->target->provider->name);
+	fail_now(x);
+}
+
+static const struct upstream_cb callbacks = {
+	.on_head = on_head,
+	.on_data = on_data,
+	.on_done = on_done,
+};
+
+/* ---- the connection's side ---- */
+
+static void
+on_drained(void *ud)
+{
+	struct exchange *x = ud;
+
+	if (x->up.paused)
+		upstream_resume(&x->up);
+}
+
+/* The request is over: answered, or the client went away (then the provider stops generating,
+ * and billing, at once). */
+static void
+on_gone(void *ud)
+{
+	struct exchange *x = ud;
+
+	if (!finished(x))
+		xc_state(x, X_INTERRUPTED);
+	release(x);
+}
+
+const struct conn_handler exchange_handler = { .drained = on_drained, .gone = on_gone };
+
+/* Start the attempt. On failure to even start, the client is answered here. */
+int
+exchange_run(struct exchange *x)
+{
+	struct upstream_req req = { .provider = x->target->provider, .ca = x->target->ca };
+
+	x->t_start = loop_now();
+	x->attempts = 1;
+	xc_state(x, X_ATTEMPT);
+	buf_init(&x->up_body, x->req->len + 1024);
+	buf_init(&x->held, HELD_MAX);
+	buf_init(&x->toks, 16u << 20);
+	buf_init(&x->scratch, EVENT_MAX);
+	sse_init(&x->sse, EVENT_MAX);
+	if (x->target->adapter->encode(x, &req, &x->up_body) < 0) {
+		if (x->fail.msg[0] == '\0')
+			xc_fail(x, FAIL_CLIENT, 503, "overloaded", "the gateway is out of memory; retry shortly");
+		fail_now(x);
+		return -1;
+	}
+	req.body = x->up_body.data;
+	req.body_len = x->up_body.len;
+	if (upstream_start(&x->up, &req, &callbacks, x) < 0) {
+		curl_slist_free_all(req.headers);
+		xc_fail(x, FAIL_CONNECT, 503, "overloaded", "the gateway could not start an upstream request");
+		fail_now(x);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,268 @@
+/*
+ * sse.c — an incremental text/event-stream parser (WHATWG "event stream interpretation";
+ * FORMATS.md §0.1).
+ *
+ * LINES. sse_feed() walks the chunk line by line. memchr finds the next CR and the next LF, and
+ * each position found is kept until the walk passes it, so a chunk is scanned once whatever its
+ * line ends (CRLF, LF, lone CR, or a mix). A line lying wholly in the chunk is parsed where it
+ * lies; a line cut by the chunk's end is copied into p->line and parsed when its end arrives
+ * (or at sse_finish). A CR that ends a chunk sets skip_lf, so an LF opening the next chunk is
+ * taken as the rest of that CRLF, not as an empty line. A BOM opening the first line is skipped.
+ *
+ * ZERO-COPY. While the pending event's data is one data line of the current chunk it is only a
+ * pointer (data_at, data_n) into the chunk, and the empty line ending the event hands that
+ * pointer to the callback. It is copied into p->data when a second data line must be joined
+ * to it, and when sse_feed() returns with the event still open (the chunk is the caller's and
+ * gone after the call). Data from a line assembled in p->line goes to p->data at once. So a
+ * chunk of whole single-line events, the common case, allocates nothing and copies nothing.
+ *
+ * BUFFERS. p->line and p->data grow lazily through buf_* and keep their memory until
+ * sse_free(). p->data is capped at max_event (the joined data); p->line at max_event +
+ * LINE_SLACK (room for the field name, colon and space). A line in place is held to the same
+ * cap, so whatever the split of the stream, a line or an event past the cap gives
+ * SSE_TOO_LARGE, and an allocation failure SSE_NOMEM.
+ *
+ * CHOICES. An 'event' name longer than 63 bytes is truncated to 63 (names are advisory: the JSON
+ * repeats the type). An event without data lines is dropped, its name with it. 'id', 'retry'
+ * and unknown fields are ignored, except the non-standard 'error' field (legacy llama.cpp's
+ * `error: {json}` mid-stream): it is delivered at once as an event named "error" whose data is
+ * the field's value, leaving the pending event as it was. Unlike WHATWG, which drops it, an
+ * event still open at the end of the stream (no blank line after it, or no line end after its
+ * last line: llama.cpp ends with `data: [DONE]` alone) is delivered by sse_finish(). A nonzero
+ * result (the callback's, SSE_TOO_LARGE, SSE_NOMEM) is kept in p->err: later sse_feed() and
+ * sse_finish() calls return it and parse nothing.
+ */
+#include <limits.h>
+#include <string.h>
+#include "sluice.h"
+
+#define LINE_SLACK 16 /* a line may pass max_event by this much: "data: " and the like */
+
+void
+sse_init(struct sse *p, size_t max_event)
+{
+	memset(p, 0, sizeof *p);
+	buf_init(&p->line, max_event > SIZE_MAX - LINE_SLACK ? SIZE_MAX : max_event + LINE_SLACK);
+	buf_init(&p->data, max_event);
+	p->max_event = max_event;
+}
+
+void
+sse_free(struct sse *p)
+{
+	buf_free(&p->line);
+	buf_free(&p->data);
+	sse_init(p, p->max_event);
+}
+
+static int
+buf_err(int rc)
+{
+	return rc == BUF_OK ? 0 : rc == BUF_FULL ? SSE_TOO_LARGE : SSE_NOMEM;
+}
+
+static void
+event_reset(struct sse *p)
+{
+	p->event[0] = '\0';
+	p->event_len = 0;
+	p->data_at = NULL;
+	p->data_n = 0;
+	p->ndata = 0;
+	buf_reset(&p->data);
+}
+
+/* Hand the pending event to the callback, then start a new one. */
+static int
+dispatch(struct sse *p, sse_event_fn *fn, void *ud)
+{
+	struct sse_event ev = { p->event, p->event_len, p->data_at, p->data_n };
+	int rc;
+
+	if (ev.data == NULL) {
+		ev.data = p->data.len ? p->data.data : "";
+		ev.data_len = p->data.len;
+	}
+	rc = fn(ud, &ev);
+	event_reset(p);
+	return rc;
+}
+
+/* Move in-place data into p->data: the chunk it points into is about to go. */
+static int
+data_own(struct sse *p)
+{
+	const char *at = p->data_at;
+
+	if (at == NULL)
+		return 0;
+	p->data_at = NULL;
+	return buf_err(buf_append(&p->data, at, p->data_n));
+}
+
+/* A 'data' field: its value joins the event's data, staying in place if it is the first line. */
+static int
+data_line(struct sse *p, const char *v, size_t n, int in_chunk)
+{
+	int first = p->ndata == 0, rc;
+
+	if (n > p->max_event)
+		return SSE_TOO_LARGE;
+	if (p->ndata < INT_MAX)
+		p->ndata++;
+	if (first && in_chunk) {
+		p->data_at = v;
+		p->data_n = n;
+		return 0;
+	}
+	rc = data_own(p);
+	if (rc == 0 && !first)
+		rc = buf_err(buf_append(&p->data, "\n", 1));
+	return rc ? rc : buf_err(buf_append(&p->data, v, n));
+}
+
+static void
+event_name(struct sse *p, const char *v, size_t n)
+{
+	if (n > sizeof p->event - 1)
+		n = sizeof p->event - 1;
+	memcpy(p->event, v, n);
+	p->event[n] = '\0';
+	p->event_len = n;
+}
+
+/* One non-empty line: "name:value", "name: value" or a bare "name". */
+static int
+field(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, void *ud)
+{
+	const char *colon = memchr(s, ':', n);
+	size_t name = colon ? (size_t)(colon - s) : n;
+	const char *v = s + name + (colon != NULL);
+	size_t vn = n - (size_t)(v - s);
+
+	if (name == 0)
+		return 0; /* a comment (keep-alive) */
+	if (vn > 0 && *v == ' ') {
+		v++;
+		vn--;
+	}
+	if (name == 4 && memcmp(s, "data", 4) == 0)
+		return data_line(p, v, vn, in_chunk);
+	if (name == 5 && memcmp(s, "event", 5) == 0) {
+		event_name(p, v, vn);
+		return 0;
+	}
+	if (name == 5 && memcmp(s, "error", 5) == 0) {
+		struct sse_event ev = { "error", 5, v, vn };
+
+		return vn > p->max_event ? SSE_TOO_LARGE : fn(ud, &ev);
+	}
+	return 0;
+}
+
+/* One complete line, without its line end; in_chunk: it lies in the caller's chunk. */
+static int
+line(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, void *ud)
+{
+	if (n > p->line.max)
+		return SSE_TOO_LARGE;
+	if (!p->started) {
+		p->started = 1;
+		if (n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) {
+			s += 3;
+			n -= 3;
+		}
+	}
+	if (n > 0)
+		return field(p, s, n, in_chunk, fn, ud);
+	if (p->ndata > 0)
+		return dispatch(p, fn, ud);
+	event_reset(p); /* no data: the event is dropped */
+	return 0;
+}
+
+/* The line s[0..n) of the chunk, completing the one in p->line if a read cut it. */
+static int
+chunk_line(struct sse *p, const char *s, size_t n, sse_event_fn *fn, void *ud)
+{
+	int rc;
+
+	if (p->line.len == 0)
+		return line(p, s, n, 1, fn, ud);
+	rc = buf_err(buf_append(&p->line, s, n));
+	if (rc == 0)
+		rc = line(p, p->line.data, p->line.len, 0, fn, ud);
+	buf_reset(&p->line);
+	return rc;
+}
+
+/* The offset of the first c in s[from..len), or len. */
+static size_t
+next(const char *s, size_t from, size_t len, char c)
+{
+	const char *hit = memchr(s + from, c, len - from);
+
+	return hit ? (size_t)(hit - s) : len;
+}
+
+static int
+fail(struct sse *p, int rc)
+{
+	p->err = rc;
+	p->data_at = NULL;
+	return rc;
+}
+
+int
+sse_feed(struct sse *p, const char *chunk, size_t len, sse_event_fn *fn, void *ud)
+{
+	size_t i = 0, cr, lf, eol;
+	int rc;
+
+	if (p->err)
+		return p->err;
+	if (len > 0 && p->skip_lf) {
+		p->skip_lf = 0;
+		i = chunk[0] == '\n';
+	}
+	cr = next(chunk, i, len, '\r');
+	lf = next(chunk, i, len, '\n');
+	while (i < len) {
+		if (cr < i)
+			cr = next(chunk, i, len, '\r');
+		if (lf < i)
+			lf = next(chunk, i, len, '\n');
+		eol = cr < lf ? cr : lf;
+		if (eol == len) { /* cut by the chunk's end: keep it for the next one */
+			rc = buf_err(buf_append(&p->line, chunk + i, len - i));
+			if (rc)
+				return fail(p, rc);
+			break;
+		}
+		rc = chunk_line(p, chunk + i, eol - i, fn, ud);
+		if (rc)
+			return fail(p, rc);
+		i = eol + 1;
+		if (chunk[eol] == '\r' && i == len)
+			p->skip_lf = 1;
+		else if (chunk[eol] == '\r' && chunk[i] == '\n')
+			i++;
+	}
+	rc = data_own(p);
+	return rc ? fail(p, rc) : 0;
+}
+
+int
+sse_finish(struct sse *p, sse_event_fn *fn, void *ud)
+{
+	int rc = p->err;
+
+	if (rc == 0 && p->line.len > 0)
+		rc = line(p, p->line.data, p->line.len, 0, fn, ud);
+	if (rc == 0 && p->ndata > 0)
+		rc = dispatch(p, fn, ud);
+	buf_reset(&p->line);
+	event_reset(p);
+	p->skip_lf = 0;
+	return rc ? fail(p, rc) : 0;
+}
