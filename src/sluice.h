@@ -319,8 +319,9 @@ void  conn_error_hdr(struct conn *c, int status, const char *headers, const char
  * 'data' lines joined with '\n'; one optional space after the colon; 'event' names; an event
  * still pending at the end of the stream is delivered by sse_finish(). A non-standard 'error:'
  * line (legacy llama.cpp) is delivered as an event named "error". Zero-copy where it can be:
- * an event whose bytes all arrived in one read is handed over in place; only events split
- * across reads are copied, into buffers capped at max_event.
+ * an event of one data line whose bytes all arrived in one read is handed over in place;
+ * others are copied, into buffers capped at max_event. A nonzero result is sticky: later calls
+ * return it. sse_free() releases the buffers and leaves p as sse_init() made it.
  */
 struct sse_event {
 	const char *event;  /* the 'event' field, "" if none */
