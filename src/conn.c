@@ -256,6 +256,7 @@ mark_dirty(struct conn *c)
 		c->dirty = 1;
 		c->next_dirty = S.dirty;
 		S.dirty = c;
+		loop_wake(); /* queued by a callback that ran after this iteration's flush */
 	}
 }
 

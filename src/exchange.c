@@ -44,6 +44,7 @@ finished(const struct exchange *x)
 static void
 release(struct exchange *x)
 {
+	loop_timer_cancel(&x->heartbeat);
 	upstream_abort(&x->up);
 	sse_free(&x->sse);
 	buf_free(&x->up_body);
@@ -76,8 +77,13 @@ answer_failure(struct exchange *x)
 	struct buf b = { .data = body, .size = sizeof body, .max = sizeof body };
 	struct iovec v[3];
 
-	if (x->state == X_COMMITTED) {
-		json_error(&b, f->msg, strlen(f->msg), "upstream_error", "stream_interrupted", NULL);
+	if (x->state == X_COMMITTED || x->head_sent) {
+		/* The client already has a 200 and an event stream: the error is an event in it. After
+		 * content it is an interruption; before (only heartbeats sent) the failure itself. */
+		if (x->state == X_COMMITTED)
+			json_error(&b, f->msg, strlen(f->msg), "upstream_error", "stream_interrupted", NULL);
+		else
+			json_error(&b, f->msg, strlen(f->msg), f->type ? f->type : "upstream_error", f->code, NULL);
 		v[0].iov_base = "data: ";
 		v[0].iov_len = 6;
 		v[1].iov_base = b.data;
@@ -86,7 +92,7 @@ answer_failure(struct exchange *x)
 		v[2].iov_len = 2;
 		x->sink.ops->write(x->sink.o, v, 3);
 		x->sink.ops->end(x->sink.o);
-		xc_state(x, X_INTERRUPTED);
+		xc_state(x, x->state == X_COMMITTED ? X_INTERRUPTED : X_FAILED);
 		return;
 	}
 	json_error(&b, f->msg, strlen(f->msg), f->type ? f->type : "upstream_error", f->code, NULL);
@@ -131,14 +137,40 @@ xc_fail(struct exchange *x, enum fail_class cls, int status, const char *code, c
 	return -1;
 }
 
-/* The commit point: the head goes out, then what was held, then this. */
+/* The head of an event stream. It may go before the commit point (heartbeats). */
+static int
+stream_head(struct exchange *x)
+{
+	if (x->head_sent)
+		return 0;
+	x->head_sent = 1;
+	return x->sink.ops->head(x->sink.o, 200, "text/event-stream", attempt_headers(x,
+	    "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"), -1);
+}
+
+/* A model slow to start: the head goes early and `: keepalive` comments follow, so nothing
+ * between the client and sluice times out. No content was sent: fallback is still allowed. */
+static void
+on_heartbeat(void *ud)
+{
+	static const struct iovec ka = { ": keepalive\n\n", 13 };
+	struct exchange *x = ud;
+
+	if (finished(x) || x->state == X_COMMITTED)
+		return;
+	if (stream_head(x) < 0 || x->sink.ops->write(x->sink.o, &ka, 1) < 0)
+		return;
+	loop_timer_set(&x->heartbeat, x->cfg->server.stream_heartbeat, on_heartbeat, x);
+}
+
+/* The commit point: the head goes out (unless heartbeats sent it), then what was held. */
 static int
 commit(struct exchange *x)
 {
 	struct iovec v = { x->held.data, x->held.len };
 
-	if (x->sink.ops->head(x->sink.o, 200, "text/event-stream", attempt_headers(x,
-	    "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"), -1) < 0)
+	loop_timer_cancel(&x->heartbeat);
+	if (stream_head(x) < 0)
 		return -1;
 	xc_state(x, X_COMMITTED);
 	if (x->held.len > 0 && x->sink.ops->write(x->sink.o, &v, 1) < 0)
@@ -420,7 +452,10 @@ exchange_run(struct exchange *x)
 
 	x->t_start = loop_now();
 	x->attempts = 1;
+	loop_timer_init(&x->heartbeat);
 	xc_state(x, X_ATTEMPT);
+	if (x->req->stream && x->cfg->server.stream_heartbeat > 0)
+		loop_timer_set(&x->heartbeat, x->cfg->server.stream_heartbeat, on_heartbeat, x);
 	buf_init(&x->up_body, x->req->len + 1024);
 	buf_init(&x->held, HELD_MAX);
 	buf_init(&x->toks, 16u << 20);

@@ -50,6 +50,7 @@ static struct {
 	void          *sig_ud;
 	uint64_t       now;
 	int            stop;
+	int            woken;        /* a tick hook has work: poll must not block */
 } L = { .sigpipe = { -1, -1 } };
 
 uint64_t
@@ -254,7 +255,7 @@ poll_timeout(void)
 {
 	uint64_t d;
 
-	if (L.stop)
+	if (L.stop || L.woken)
 		return 0;
 	if (L.nheap == 0)
 		return -1;
@@ -265,6 +266,13 @@ poll_timeout(void)
 }
 
 /* ---- tick hooks and signals ---- */
+
+/* Work was queued for a tick hook: the next poll returns at once instead of blocking. */
+void
+loop_wake(void)
+{
+	L.woken = 1;
+}
 
 int
 loop_on_tick(loop_tick_fn *fn, void *ud)
@@ -346,6 +354,7 @@ loop_run_once(void)
 {
 	int n, nf = 0;
 
+	L.woken = 0;
 	for (int i = 0; i < L.nticks; i++)
 		L.ticks[i].fn(L.ticks[i].ud);
 	n = poll(L.pfds, (nfds_t)L.npfds, poll_timeout());

@@ -241,6 +241,7 @@ int      loop_timer_set(struct timer *t, uint64_t ms, loop_timer_fn *fn, void *u
 void     loop_timer_cancel(struct timer *t);
 int      loop_timer_armed(const struct timer *t);
 int      loop_on_tick(loop_tick_fn *fn, void *ud);
+void     loop_wake(void);
 int      loop_signals(loop_signal_fn *fn, void *ud);
 void     loop_run(void);
 void     loop_run_once(void);

@@ -373,6 +373,7 @@ upstream_resume(struct upstream *u)
 	u->resume_queued = 1;
 	u->next_resume = U.resume;
 	U.resume = u;
+	loop_wake();
 }
 
 /* End a transfer now, with no callback: the client went away or the exchange gave up. */

@@ -93,6 +93,8 @@ struct exchange {
 	struct buf             toks;           /* jsmn tokens for one chunk, reused */
 	struct buf             scratch;        /* one rewritten event, reused */
 	int                    saw_end, saw_finish;
+	int                    head_sent;      /* the stream's head went (heartbeats or commit) */
+	struct timer           heartbeat;
 	struct usage           usage;
 	struct failure         fail;
 	uint64_t               t_start;
