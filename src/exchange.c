@@ -305,9 +305,15 @@ xc_error_message(const char *p, size_t n, struct failure *f)
 static int
 on_head(void *ud, struct upstream *u)
 {
-	struct exchange *x = ud;
+	return exchange_upstream_head(ud, u->status);
+}
 
-	if (u->status >= 200 && u->status < 300)
+/* The provider's answer head arrived with this status. */
+int
+exchange_upstream_head(struct exchange *x, long status)
+{
+	x->up.status = status;
+	if (status >= 200 && status < 300)
 		buf_init(&x->resp, x->target->provider->max_response_body);
 	else
 		buf_init(&x->resp, ERROR_MAX);
@@ -325,7 +331,13 @@ on_stream_event(void *ud, const struct sse_event *ev)
 static int
 on_data(void *ud, const char *p, size_t n)
 {
-	struct exchange *x = ud;
+	return exchange_feed(ud, p, n);
+}
+
+/* Bytes of the provider's answer body, as they arrive (also how tests replay recordings). */
+int
+exchange_feed(struct exchange *x, const char *p, size_t n)
+{
 	int rc;
 
 	if (finished(x))
@@ -354,12 +366,11 @@ check_outcome(struct exchange *x)
 	long st = x->up.status;
 
 	if (st >= 300) {
-		xc_classify_status(st, &x->fail);
-		xc_error_message(x->resp.data, x->resp.len, &x->fail);
-		x->fail.type = "upstream_error";
-		x->fail.code = NULL;
 		if (st == 429 || st == 503)
 			snprintf(x->fail.retry_after, sizeof x->fail.retry_after, "%s", x->up.retry_after);
+		x->target->adapter->error(x, st, x->resp.data ? x->resp.data : "", x->resp.len, &x->fail);
+		x->fail.type = "upstream_error";
+		x->fail.code = NULL;
 		if (x->fail.msg[0] == '\0')
 			snprintf(x->fail.msg, sizeof x->fail.msg, "the provider answered %ld", st);
 		return -1;
@@ -379,7 +390,13 @@ check_outcome(struct exchange *x)
 static void
 on_done(void *ud, const struct upstream_result *r)
 {
-	struct exchange *x = ud;
+	exchange_upstream_done(ud, r);
+}
+
+/* The provider's answer ended (r->ok) or failed. */
+void
+exchange_upstream_done(struct exchange *x, const struct upstream_result *r)
+{
 	static const struct { enum fail_class cls; int status; const char *code; } by_class[] = {
 		{ FAIL_CONNECT, 502, "upstream_connect_failed" }, { FAIL_TLS, 502, "upstream_tls_failed" },
 		{ FAIL_TIMEOUT_HEAD, 504, "upstream_timeout" }, { FAIL_TIMEOUT_IDLE, 504, "upstream_timeout" },
@@ -444,12 +461,10 @@ on_gone(void *ud)
 
 const struct conn_handler exchange_handler = { .drained = on_drained, .gone = on_gone };
 
-/* Start the attempt. On failure to even start, the client is answered here. */
-int
-exchange_run(struct exchange *x)
+/* Set the exchange up for its target (buffers, parser). Tests and replays stop here. */
+void
+exchange_prepare(struct exchange *x)
 {
-	struct upstream_req req = { .provider = x->target->provider, .ca = x->target->ca };
-
 	x->t_start = loop_now();
 	x->attempts = 1;
 	loop_timer_init(&x->heartbeat);
@@ -461,6 +476,15 @@ exchange_run(struct exchange *x)
 	buf_init(&x->toks, 16u << 20);
 	buf_init(&x->scratch, EVENT_MAX);
 	sse_init(&x->sse, EVENT_MAX);
+}
+
+/* Start the attempt. On failure to even start, the client is answered here. */
+int
+exchange_run(struct exchange *x)
+{
+	struct upstream_req req = { .provider = x->target->provider, .ca = x->target->ca };
+
+	exchange_prepare(x);
 	if (x->target->adapter->encode(x, &req, &x->up_body) < 0) {
 		if (x->fail.msg[0] == '\0')
 			xc_fail(x, FAIL_CLIENT, 503, "overloaded", "the gateway is out of memory; retry shortly");

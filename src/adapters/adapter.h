@@ -112,8 +112,35 @@ int  xc_json(struct exchange *x, struct json *j, const char *p, size_t n);
 void xc_classify_status(long status, struct failure *f);
 void xc_error_message(const char *p, size_t n, struct failure *f);
 
+/*
+ * emit_openai.c — canonical events → OpenAI's shapes (DESIGN.md §2). Decoders of providers that
+ * do not speak OpenAI call these. In a stream each event becomes one chat.completion.chunk (via
+ * xc_chunk, with the right flags for the commit point); for a whole answer the events
+ * accumulate and emit_end() writes one chat.completion (via xc_body). The role chunk is emitted
+ * by the emitter itself before the first delta. Strings are passed as JSON string *contents*,
+ * already escaped, exactly as they sit in the provider's JSON: text is copied, never decoded
+ * and encoded again. OpenAI's tool-call index counts tool calls only, from 0, in the order they
+ * start, whatever the provider's own block numbering; the id and name go on a call's first
+ * delta only. Usage comes from x->usage (xc_usage) and is emitted by emit_end.
+ */
+int emit_text(struct exchange *x, const char *s, size_t n);
+int emit_reasoning(struct exchange *x, const char *s, size_t n);
+/* Start a tool call; returns its OpenAI index (0, 1, …) or < 0 on failure. */
+int emit_tool_start(struct exchange *x, const char *id, size_t idn, const char *name, size_t namen);
+int emit_tool_args(struct exchange *x, int index, const char *s, size_t n);        /* escaped fragment */
+int emit_tool_args_json(struct exchange *x, int index, const char *json, size_t n); /* a whole JSON value */
+/* reason: "stop", "length", "tool_calls" or "content_filter". */
+int emit_finish(struct exchange *x, const char *reason);
+/* The end: a stream gets its usage chunk (when the client asked); a whole answer is written. */
+int emit_end(struct exchange *x);
+
 /* exchange.c — one request's life: attempt, commit point, outcome (DESIGN.md §3). */
 extern const struct conn_handler exchange_handler;
 int  exchange_run(struct exchange *x);
+/* The same steps without libcurl, for tests and replays of recorded answers. */
+void exchange_prepare(struct exchange *x);
+int  exchange_upstream_head(struct exchange *x, long status);
+int  exchange_feed(struct exchange *x, const char *p, size_t n);
+void exchange_upstream_done(struct exchange *x, const struct upstream_result *r);
 
 #endif
