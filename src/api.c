@@ -212,7 +212,7 @@ post_chat_completions(struct conn *c)
 	struct chat_req *r = arena_alloc(a, sizeof *r);
 	struct plan plan;
 	const jsmntok_t *m;
-	char name[512];
+	char name[512], why[256];
 	size_t len;
 	int rc;
 
@@ -226,9 +226,11 @@ post_chat_completions(struct conn *c)
 		return;
 	m = &r->j.tok[r->model];
 	len = json_unescape(r->body + m->start, (size_t)(m->end - m->start), name, sizeof name);
-	if ((rc = router_plan(A.cfg, name, len, a, &plan)) < 0) {
+	if ((rc = router_plan(A.cfg, name, len, r, a, &plan, why, sizeof why)) < 0) {
 		if (rc == -2)
 			conn_error(c, 503, "server_error", "overloaded", NULL, OUT_OF_MEMORY);
+		else if (rc == -3)
+			conn_error(c, 400, "invalid_request_error", "unsupported_capability", "model", "%s", why);
 		else
 			conn_error(c, 404, "invalid_request_error", "model_not_found", "model",
 			    "the model '%.200s' does not exist: ask for a configured model, a route, or provider/model", name);
@@ -240,7 +242,6 @@ post_chat_completions(struct conn *c)
 	x->req = r;
 	x->public_model = r->body + m->start - 1; /* the client's own bytes, quotes included */
 	x->public_model_len = (size_t)(m->end - m->start) + 2;
-	x->target = &plan.targets[0];
 	conn_set_handler(c, &exchange_handler, x);
-	exchange_run(x);
+	exchange_run(x, &plan);
 }

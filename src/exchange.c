@@ -2,7 +2,9 @@
  * exchange.c — one chat request's life (DESIGN.md §3): the attempt, the commit point, the
  * outcome. The exchange answers through a sink and never sees the connection.
  *
- *   PLANNED → ATTEMPT → COMMITTED → DONE | INTERRUPTED        (and FAILED before the commit)
+ *   PLANNED → ATTEMPT → COMMITTED → DONE | INTERRUPTED
+ *               ↓ ↑ a failure before the commit: BACKOFF, then the same or the next target
+ *             FAILED when the chain is spent, the deadline passes, or the failure is the client's
  *
  * The commit point: nothing of an attempt reaches the client before its first content-bearing
  * chunk. Preamble chunks (the role-only chunk, Azure's filter chunk) are held until then, so a
@@ -14,7 +16,9 @@
  * Every state change goes through xc_state(), the one place that will feed the request log.
  */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "adapters/adapter.h"
 
 #define SINK_HIGH  (64 * 1024)  /* queued bytes at which the upstream is paused */
@@ -23,9 +27,11 @@
 #define EVENT_MAX  (4u << 20)   /* one SSE event from a provider */
 
 static const char *const state_names[] = {
-	[X_PLANNED] = "PLANNED", [X_ATTEMPT] = "ATTEMPT", [X_COMMITTED] = "COMMITTED",
+	[X_PLANNED] = "PLANNED", [X_ATTEMPT] = "ATTEMPT", [X_BACKOFF] = "BACKOFF", [X_COMMITTED] = "COMMITTED",
 	[X_DONE] = "DONE", [X_INTERRUPTED] = "INTERRUPTED", [X_FAILED] = "FAILED",
 };
+
+static void attempt_failed(struct exchange *x);
 
 static void
 xc_state(struct exchange *x, enum xstate to)
@@ -45,6 +51,8 @@ static void
 release(struct exchange *x)
 {
 	loop_timer_cancel(&x->heartbeat);
+	loop_timer_cancel(&x->retry_timer);
+	loop_timer_cancel(&x->deadline_timer);
 	upstream_abort(&x->up);
 	sse_free(&x->sse);
 	buf_free(&x->up_body);
@@ -170,8 +178,10 @@ commit(struct exchange *x)
 	struct iovec v = { x->held.data, x->held.len };
 
 	loop_timer_cancel(&x->heartbeat);
+	loop_timer_cancel(&x->deadline_timer); /* the deadline bounds only what comes before */
 	if (stream_head(x) < 0)
 		return -1;
+	x->t_first = loop_now();
 	xc_state(x, X_COMMITTED);
 	if (x->held.len > 0 && x->sink.ops->write(x->sink.o, &v, 1) < 0)
 		return -1;
@@ -238,6 +248,8 @@ xc_body(struct exchange *x, const struct iovec *parts, int nparts)
 		len += parts[i].iov_len;
 	if (x->sink.ops->head(x->sink.o, 200, "application/json", attempt_headers(x, NULL), (int64_t)len) < 0)
 		return -1;
+	loop_timer_cancel(&x->deadline_timer);
+	x->t_first = loop_now();
 	xc_state(x, X_COMMITTED);
 	for (int i = 0; i < nparts; i++)
 		if (x->sink.ops->borrow(x->sink.o, parts[i].iov_base, parts[i].iov_len) < 0)
@@ -422,12 +434,14 @@ exchange_upstream_done(struct exchange *x, const struct upstream_result *r)
 			x->sink.ops->write(x->sink.o, &v, 1);
 		}
 		x->sink.ops->end(x->sink.o); /* the body may be borrowed from x->resp: released in on_gone */
+		router_report(x->target, 1, 0);
+		router_observe(x->target, x->t_first - x->t_attempt, x->usage.completion, loop_now() - x->t_first);
 		xc_state(x, X_DONE);
 		return;
 	}
 	if (x->fail.msg[0] == '\0')
 		xc_fail(x, FAIL_CLOSED, 502, "upstream_error", "%s: the transfer failed", x->target->provider->name);
-	fail_now(x);
+	attempt_failed(x);
 }
 
 static const struct upstream_cb callbacks = {
@@ -478,26 +492,221 @@ exchange_prepare(struct exchange *x)
 	sse_init(&x->sse, EVENT_MAX);
 }
 
-/* Start the attempt. On failure to even start, the client is answered here. */
-int
-exchange_run(struct exchange *x)
-{
-	struct upstream_req req = { .provider = x->target->provider, .ca = x->target->ca };
+/* ---- walking the chain ---- */
 
-	exchange_prepare(x);
-	if (x->target->adapter->encode(x, &req, &x->up_body) < 0) {
-		if (x->fail.msg[0] == '\0')
-			xc_fail(x, FAIL_CLIENT, 503, "overloaded", "the gateway is out of memory; retry shortly");
-		fail_now(x);
+static const char *
+class_text(enum fail_class c)
+{
+	switch (c) {
+	case FAIL_CONNECT:             return "connect error";
+	case FAIL_TLS:                 return "TLS error";
+	case FAIL_TIMEOUT_HEAD:        return "timeout before the head";
+	case FAIL_TIMEOUT_FIRST_TOKEN: return "timeout before first token";
+	case FAIL_TIMEOUT_IDLE:        return "idle timeout";
+	case FAIL_TIMEOUT_TOTAL:       return "total timeout";
+	case FAIL_MALFORMED:           return "malformed response";
+	case FAIL_CLOSED:              return "closed before content";
+	case FAIL_TOO_LARGE:           return "response too large";
+	case FAIL_PROVIDER:            return "error event";
+	default:                       return NULL; /* an HTTP status says it */
+	}
+}
+
+static void
+record_failure(struct exchange *x)
+{
+	struct attempt_rec *r;
+
+	if (x->nfailed >= x->attempts || x->failed == NULL)
+		return;
+	r = &x->failed[x->nfailed++];
+	r->target = x->target;
+	r->cls = x->fail.cls;
+	r->status = x->up.status >= 300 ? x->up.status : 0;
+	snprintf(r->msg, sizeof r->msg, "%.119s", x->fail.msg);
+}
+
+/* The chain is spent (or stopped): one answer saying what each attempt met. */
+static void
+chain_failed(struct exchange *x)
+{
+	struct failure *f = &x->fail;
+	char all[sizeof f->msg];
+	size_t n;
+
+	if (x->nfailed > 1) {
+		n = (size_t)snprintf(all, sizeof all, "all %d attempts failed: ", x->nfailed);
+		for (int i = 0; i < x->nfailed && n < sizeof all; i++) {
+			const struct attempt_rec *r = &x->failed[i];
+			const char *what = class_text(r->cls);
+			char st[16];
+
+			snprintf(st, sizeof st, "%ld", r->status);
+			n += (size_t)snprintf(all + n, sizeof all - n, "%s%s/%s: %s", i ? "; " : "",
+			    r->target->provider->name, r->target->model, what ? what : r->status ? st : r->msg);
+		}
+		snprintf(f->msg, sizeof f->msg, "%s", all);
+	}
+	fail_now(x);
+}
+
+/* Retry-After: delta-seconds or an HTTP date. Milliseconds from now, or -1 if none. */
+static int64_t
+retry_after_ms(const char *v)
+{
+	struct tm tm;
+	char *end;
+	long secs;
+
+	if (v[0] == '\0')
 		return -1;
+	secs = strtol(v, &end, 10);
+	if (end != v && *end == '\0')
+		return secs < 0 ? 0 : (int64_t)secs * 1000;
+	memset(&tm, 0, sizeof tm);
+	if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm) == NULL)
+		return -1;
+	secs = (long)(timegm(&tm) - time(NULL));
+	return secs < 0 ? 0 : (int64_t)secs * 1000;
+}
+
+static void attempt_start(struct exchange *x);
+
+static void
+on_retry(void *ud)
+{
+	attempt_start(ud);
+}
+
+/*
+ * An attempt failed. After the commit point that is the end: one interruption event, never
+ * another provider. Before it the failure table decides: the same target again after a backoff
+ * (or the provider's Retry-After, if it fits the deadline), the next target at once, or stop.
+ */
+static void
+attempt_failed(struct exchange *x)
+{
+	enum router_action a;
+	uint64_t delay = 0;
+
+	upstream_abort(&x->up);
+	router_report(x->target, 0, x->fail.cls);
+	if (x->state == X_COMMITTED) {
+		fail_now(x);
+		return;
+	}
+	record_failure(x);
+	a = router_action(&x->plan, x->fail.cls);
+	if (a == ROUTE_RETRY && x->tries > x->plan.retries)
+		a = ROUTE_NEXT;
+	if (a == ROUTE_RETRY) {
+		int64_t ra = retry_after_ms(x->fail.retry_after);
+		if (ra < 0)
+			delay = router_backoff(&x->plan, x->tries - 1);
+		else if (loop_now() + (uint64_t)ra < x->deadline_at)
+			delay = (uint64_t)ra;
+		else
+			a = ROUTE_NEXT; /* waiting would not fit the deadline: try elsewhere */
+	}
+	if (a == ROUTE_NEXT) {
+		x->ti++;
+		x->tries = 0;
+	}
+	if (a == ROUTE_STOP || x->ti >= x->plan.ntargets || loop_now() + delay >= x->deadline_at ||
+	    (x->plan.max_attempts > 0 && x->attempts >= x->plan.max_attempts)) {
+		chain_failed(x);
+		return;
+	}
+	xc_state(x, X_BACKOFF);
+	loop_timer_set(&x->retry_timer, delay, on_retry, x);
+}
+
+static void
+on_deadline(void *ud)
+{
+	struct exchange *x = ud;
+
+	if (finished(x) || x->state == X_COMMITTED)
+		return;
+	upstream_abort(&x->up);
+	loop_timer_cancel(&x->retry_timer);
+	if (x->state == X_ATTEMPT) {
+		x->fail.msg[0] = '\0';
+		xc_fail(x, FAIL_TIMEOUT_FIRST_TOKEN, 504, "upstream_timeout", "%s: no content before the deadline",
+		    x->target->provider->name);
+		record_failure(x);
+	}
+	x->fail.status = 504;
+	x->fail.code = "deadline_exceeded";
+	x->fail.retry_after[0] = '\0';
+	snprintf(x->fail.msg, sizeof x->fail.msg, "no answer within the deadline (%ums)", x->plan.deadline);
+	if (x->nfailed > 1)
+		chain_failed(x);
+	else
+		fail_now(x);
+}
+
+/* Forget what the last attempt left: it never reached the client. */
+static void
+attempt_reset(struct exchange *x)
+{
+	memset(&x->fail, 0, sizeof x->fail);
+	memset(&x->usage, 0, sizeof x->usage);
+	x->saw_end = x->saw_finish = 0;
+	sse_free(&x->sse);
+	sse_init(&x->sse, EVENT_MAX);
+	buf_reset(&x->held);
+	buf_reset(&x->up_body);
+	buf_free(&x->resp);
+}
+
+static void
+attempt_start(struct exchange *x)
+{
+	struct upstream_req req;
+
+	attempt_reset(x);
+	x->target = &x->plan.targets[x->ti];
+	x->tries++;
+	x->attempts++;
+	x->t_attempt = loop_now();
+	xc_state(x, X_ATTEMPT);
+	router_attempt_start(x->target);
+	memset(&req, 0, sizeof req);
+	req.provider = x->target->provider;
+	req.ca = x->target->ca;
+	if (x->target->adapter->encode(x, &req, &x->up_body) < 0) {
+		curl_slist_free_all(req.headers);
+		if (x->fail.msg[0] == '\0') {
+			xc_fail(x, FAIL_CLIENT, 503, "overloaded", "the gateway is out of memory; retry shortly");
+			x->fail.type = "server_error";
+		}
+		attempt_failed(x);
+		return;
 	}
 	req.body = x->up_body.data;
 	req.body_len = x->up_body.len;
 	if (upstream_start(&x->up, &req, &callbacks, x) < 0) {
 		curl_slist_free_all(req.headers);
-		xc_fail(x, FAIL_CONNECT, 503, "overloaded", "the gateway could not start an upstream request");
-		fail_now(x);
-		return -1;
+		xc_fail(x, FAIL_CONNECT, 502, "upstream_connect_failed", "%s: could not start a request",
+		    x->target->provider->name);
+		attempt_failed(x);
 	}
+}
+
+/* Walk the plan. Whatever happens, the client is answered through the sink. */
+int
+exchange_run(struct exchange *x, const struct plan *plan)
+{
+	x->plan = *plan;
+	x->target = &x->plan.targets[0];
+	exchange_prepare(x);
+	loop_timer_init(&x->retry_timer);
+	loop_timer_init(&x->deadline_timer);
+	x->attempts = 0;
+	x->failed = arena_alloc(x->arena, (size_t)(plan->ntargets * (plan->retries + 1) + 1) * sizeof *x->failed);
+	x->deadline_at = loop_now() + plan->deadline;
+	loop_timer_set(&x->deadline_timer, plan->deadline, on_deadline, x);
+	attempt_start(x);
 	return 0;
 }

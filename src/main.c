@@ -11,7 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include <curl/curl.h>
-#include "sluice.h"
+#include "adapters/adapter.h"
 
 #define DEFAULT_CONFIG  "/etc/sluice/sluice.ini"
 #define HEALTHCHECK_URL "http://127.0.0.1:8080/healthz"
@@ -171,6 +171,10 @@ serve(struct config *cfg)
 	if (loop_init(fd_capacity(cfg->server.max_connections)) < 0) {
 		fprintf(stderr, "sluice: memory = %zu is too small for max_connections = %d\n",
 		    cfg->server.memory, cfg->server.max_connections);
+		return 1;
+	}
+	if (router_init(cfg) < 0) {
+		fprintf(stderr, "sluice: memory = %zu is too small\n", cfg->server.memory);
 		return 1;
 	}
 	if (upstream_init(cfg, err, sizeof err) < 0 || conn_listen(cfg, err, sizeof err) < 0) {

@@ -51,22 +51,43 @@ struct chat_req {
 };
 
 /* One target of the plan: a provider and the provider's own name for the model. */
+struct target_stats;
 struct target {
 	const struct cfg_provider *provider;
 	const char                *model;
 	const struct adapter      *adapter;
 	const struct tls_ca       *ca;       /* the provider's ca_file, or NULL */
+	struct target_stats       *stats;    /* breaker and speed figures; NULL if untracked */
+	double                     score;    /* the route's ranking, lower first */
 };
 
 /* router.c — the attempt chain, computed before anything is sent (DESIGN.md §4). */
 struct plan {
-	struct target *targets;
-	int            ntargets;
+	struct target          *targets;
+	int                     ntargets;
+	const struct cfg_chain *chain;       /* NULL for provider/model */
+	int                     retries, max_attempts;
+	uint32_t                deadline, backoff_base, backoff_max, fallback_on;
 };
-/* name: the model the client asked for (unescaped). 0, or -1 if nothing serves it. */
-int router_plan(const struct config *cfg, const char *name, size_t len, struct arena *a, struct plan *out);
+enum router_action { ROUTE_RETRY, ROUTE_NEXT, ROUTE_STOP };
+int      router_init(const struct config *cfg);
+int      router_plan(const struct config *cfg, const char *name, size_t len, const struct chat_req *req,
+                     struct arena *a, struct plan *out, char *why, size_t whylen);
+enum router_action router_action(const struct plan *p, enum fail_class cls);
+uint64_t router_backoff(const struct plan *p, int n);
+void     router_attempt_start(const struct target *t);
+void     router_report(const struct target *t, int ok, enum fail_class cls);
+void     router_observe(const struct target *t, uint64_t ttft_ms, long tokens, uint64_t gen_ms);
 
-enum xstate { X_PLANNED, X_ATTEMPT, X_COMMITTED, X_DONE, X_INTERRUPTED, X_FAILED };
+enum xstate { X_PLANNED, X_ATTEMPT, X_BACKOFF, X_COMMITTED, X_DONE, X_INTERRUPTED, X_FAILED };
+
+/* One attempt that failed, for the answer's message and (later) the request log. */
+struct attempt_rec {
+	const struct target *target;
+	enum fail_class      cls;
+	long                 status;      /* the provider's HTTP status, 0 if none */
+	char                 msg[120];
+};
 
 enum { CHUNK_CONTENT = 1, CHUNK_USAGE_ONLY = 2, CHUNK_FINISH = 4 };
 
@@ -82,8 +103,14 @@ struct exchange {
 	const struct chat_req *req;
 	const char            *public_model;   /* "name" as the client wrote it, quotes included */
 	size_t                 public_model_len;
-	const struct target   *target;
-	int                    attempts;
+	struct plan            plan;
+	const struct target   *target;         /* plan.targets[ti] */
+	int                    ti, tries;      /* the target, and attempts made on it */
+	int                    attempts;       /* in all */
+	struct attempt_rec    *failed;         /* the failed attempts, in order */
+	int                    nfailed;
+	struct timer           retry_timer, deadline_timer;
+	uint64_t               deadline_at, t_attempt, t_first;
 	enum xstate            state;
 	struct upstream        up;
 	struct buf             up_body;        /* the request bytes sent upstream */
@@ -136,7 +163,7 @@ int emit_end(struct exchange *x);
 
 /* exchange.c — one request's life: attempt, commit point, outcome (DESIGN.md §3). */
 extern const struct conn_handler exchange_handler;
-int  exchange_run(struct exchange *x);
+int  exchange_run(struct exchange *x, const struct plan *plan);
 /* The same steps without libcurl, for tests and replays of recorded answers. */
 void exchange_prepare(struct exchange *x);
 int  exchange_upstream_head(struct exchange *x, long status);
