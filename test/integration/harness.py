@@ -574,3 +574,455 @@ def health_figures(doc):
 
 def is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# ----------------------------------------------------------------------------------------------
+# The mock provider (test/mock/mock.js) as a process, for the pipeline tests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MOCK_JS = os.path.join(ROOT, "test", "mock", "mock.js")
+MAKE_CA = os.path.join(ROOT, "test", "system", "make_ca.sh")
+NODE = os.environ.get("NODE", "node")
+
+
+def make_test_ca(*names):
+    """A test CA and server certificates (test/system/make_ca.sh) in a fresh temp dir: DIR/ca.pem,
+    DIR/other-ca.pem (signed nothing), DIR/NAME.pem and DIR/NAME.key per name."""
+    d = tmpdir()
+    try:
+        p = subprocess.run(["sh", MAKE_CA, d] + list(names or ("localhost",)),
+                           capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        fail("make_ca.sh did not finish within 30s")
+    if p.returncode != 0:
+        fail(f"make_ca.sh failed ({p.returncode}): {p.stderr.decode(errors='replace')[-500:]}")
+    return d
+
+
+class Mock:
+    """The mock provider on a free port (`node mock.js --port 0`), over HTTPS when given a
+    certificate. It is recorded in `servers`, so run.py stops it after the test, reports it if it
+    died during the test and shows its stderr on a failure (it has the interface run.py uses).
+
+    base_url is what a [provider] section points at (…/v1); stats(), requests(), reset() and
+    direct() speak to the mock itself, not through sluice."""
+
+    def __init__(self, tls_cert=None, tls_key=None, ca_file=None, name=None, host="127.0.0.1",
+                 verbose=False):
+        self.tls = tls_cert is not None
+        self.args = ["--port", "0", "--host", host]
+        if self.tls:
+            self.args += ["--tls-cert", tls_cert, "--tls-key", tls_key]
+        if name:
+            self.args += ["--name", name]
+        if verbose:
+            self.args.append("--verbose")
+        self.ca_file = ca_file
+        self.host = host
+        self.port = None
+        self.proc = None
+        self.stopped = False
+        self.killed = False
+        self.exit_expected = False
+        self.exit_code = None
+        self.dir = tmpdir()
+        self.stderr_path = os.path.join(self.dir, "mock-stderr")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    @property
+    def base_url(self):
+        if self.tls:
+            return f"https://localhost:{self.port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self, timeout=10):
+        self.errf = open(self.stderr_path, "wb")
+        try:
+            self.proc = subprocess.Popen([NODE, MOCK_JS] + self.args, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=self.errf)
+        except OSError as e:
+            fail(f"cannot start the mock provider ({NODE} {MOCK_JS}): {e}")
+        servers.append(self)
+        end = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                fail(f"mock provider printed no `listening PORT` within {timeout}s: "
+                     f"{self.stderr()[-500:]!r}")
+            b = os.read(self.proc.stdout.fileno(), 1)
+            if not b:
+                self.exit_expected = True
+                fail(f"mock provider exited before listening: {self.stderr()[-500:]!r}")
+            line += b
+        m = re.match(rb"listening (\d+)\n$", line)
+        if not m:
+            fail(f"mock provider printed {line!r}, expected `listening PORT`")
+        self.port = int(m.group(1))
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace=5):
+        if self.stopped or self.proc is None:
+            return self.exit_code
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.killed = True
+                self.proc.kill()
+                self.proc.wait(5)
+        self.exit_code = self.proc.returncode
+        self.proc.stdout.close()
+        self.errf.close()
+        return self.exit_code
+
+    def stderr(self):
+        with open(self.stderr_path, "rb") as f:
+            return "(mock provider) " + f.read().decode(errors="replace")
+
+    def sanitizer_report(self):
+        return False
+
+    # -- speaking to the mock directly
+    def _http(self, method, path, body=None, headers=None, timeout=10):
+        import http.client
+        import ssl
+        if self.tls:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            c = http.client.HTTPSConnection("localhost", self.port, timeout=timeout, context=ctx)
+        else:
+            c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            h = dict(headers or {})
+            if body is not None and not isinstance(body, (bytes, str)):
+                body = json.dumps(body)
+                h.setdefault("Content-Type", "application/json")
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            return r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read()
+        except OSError as e:
+            fail(f"mock provider {method} {path}: {e}")
+        finally:
+            c.close()
+
+    def _control(self, method, path):
+        status, _, body = self._http(method, path)
+        if status != 200:
+            fail(f"mock provider {method} {path}: {status} {body[:300]!r}")
+        return json.loads(body)
+
+    def stats(self):
+        """/_mock/stats: requests, active, peak_active, aborted, completed, dropped, errors…"""
+        return self._control("GET", "/_mock/stats")
+
+    def requests(self, model=None):
+        """The last 50 requests the mock received (oldest first), without direct() ones."""
+        q = "" if model is None else "?model=" + __import__("urllib.parse").parse.quote(model)
+        return [r for r in self._control("GET", "/_mock/requests" + q)
+                if r["headers"].get("x-harness-direct") != "1"]
+
+    def reset(self):
+        return self._control("POST", "/_mock/reset")
+
+    def direct(self, body, timeout=20):
+        """POST /v1/chat/completions to the mock itself: (status, headers, body bytes). Marked so
+        that requests() leaves it out."""
+        return self._http("POST", "/v1/chat/completions", body,
+                          {"X-Harness-Direct": "1"}, timeout)
+
+    def wait_stats(self, pred, timeout, what):
+        """Poll stats() until pred(stats) holds; the stats, or a failure naming `what`."""
+        end = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            if pred(st):
+                return st
+            if time.monotonic() > end:
+                fail(f"{what}: not within {timeout}s; mock stats {json.dumps(st)}")
+            time.sleep(0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a response incrementally (streams): bounded memory, timestamps per chunk
+
+RECEIVED_KEEP = 64 * 1024     # bytes of a stream kept in Conn.received for failure reports
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+class SSEParser:
+    """An incremental text/event-stream parser (WHATWG rules: CRLF, LF or CR line ends, `:`
+    comments, multi-line data, one optional space after the colon). feed() returns the items
+    completed so far: ("data", str) for an event's data, ("comment", str) for a comment line,
+    ("field", str) for any other non-empty line (sluice should send none)."""
+
+    def __init__(self):
+        self.buf = b""
+        self.data = None
+        self.pending_fields = 0
+
+    def feed(self, b):
+        self.buf += b
+        out = []
+        pos = 0
+        while True:
+            m = _EOL.search(self.buf, pos)
+            if not m or (m.group() == b"\r" and m.end() == len(self.buf)):
+                break   # a CR at the end may be the first half of a CRLF
+            line = self.buf[pos:m.start()].decode("utf-8", errors="replace")
+            pos = m.end()
+            if not line:
+                if self.data is not None:
+                    out.append(("data", "\n".join(self.data)))
+                self.data = None
+                self.pending_fields = 0
+            elif line.startswith(":"):
+                out.append(("comment", line[1:]))
+            else:
+                name, _, value = line.partition(":")
+                if value.startswith(" "):
+                    value = value[1:]
+                if name == "data":
+                    self.data = (self.data or []) + [value]
+                else:
+                    out.append(("field", line))
+        self.buf = self.buf[pos:]
+        return out
+
+    def leftover(self):
+        """Bytes or an event not terminated by a blank line at the end of the stream."""
+        if self.data is not None:
+            return "data: " + "\n".join(self.data) + " (event not ended by a blank line)"
+        return self.buf.decode("utf-8", errors="replace") if self.buf else ""
+
+
+class StreamReader:
+    """Reads one response from a Conn incrementally: head() then chunks() (chunked bodies) or
+    body() for others. Arrival times are relative to `t0` (time.monotonic() at creation unless
+    given). Keeps at most RECEIVED_KEEP bytes in conn.received, so huge streams stay cheap; when
+    the response is over, the bytes after it go back to conn.buf for the next read_response()."""
+
+    def __init__(self, conn, t0=None):
+        self.c = conn
+        self.buf = bytearray(conn.buf)
+        conn.buf = b""
+        self.t0 = time.monotonic() if t0 is None else t0
+        self.head_resp = None
+        self.t_head = None
+        self.total = 0
+
+    def _fill(self, deadline):
+        if self.c.eof:
+            raise Closed()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        self.c.sock.settimeout(left)
+        try:
+            d = self.c.sock.recv(262144)
+        except (ConnectionResetError, BrokenPipeError):
+            self.c.eof = True
+            raise Closed()
+        if not d:
+            self.c.eof = True
+            raise Closed()
+        self.buf += d
+        self.total += len(d)
+        if len(self.c.received) < RECEIVED_KEEP:
+            self.c.received += d[:RECEIVED_KEEP - len(self.c.received)]
+
+    def _line(self, deadline):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i])
+                del self.buf[:i + 2]
+                return line
+            self._fill(deadline)
+
+    def _take(self, n, deadline):
+        while len(self.buf) < n:
+            self._fill(deadline)
+        d = bytes(self.buf[:n])
+        del self.buf[:n]
+        return d
+
+    def head(self, timeout):
+        """The status line and headers (a Response without body); raises Closed or
+        socket.timeout."""
+        deadline = time.monotonic() + timeout
+        r = Response()
+        line = self._line(deadline)
+        raw = line + b"\r\n"
+        parts = line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            fail(f"bad status line {line!r}")
+        r.version, r.status = parts[0], int(parts[1])
+        r.reason = parts[2] if len(parts) > 2 else ""
+        while True:
+            line = self._line(deadline)
+            raw += line + b"\r\n"
+            if not line:
+                break
+            if b":" not in line:
+                fail(f"bad response header line {line!r}")
+            k, v = line.split(b":", 1)
+            r.headers.append((k.decode("latin-1").strip().lower(), v.decode("latin-1").strip()))
+        r.raw = raw
+        if (r.header("transfer-encoding") or "").lower() == "chunked":
+            r.framing = "chunked"
+        elif r.header("content-length") is not None:
+            r.framing = "length"
+        else:
+            r.framing = "close"
+        self.head_resp = r
+        self.t_head = time.monotonic() - self.t0
+        return r
+
+    def chunk(self, deadline):
+        """The next chunk's data, or None after the last chunk (and its trailers)."""
+        size_line = self._line(deadline)
+        try:
+            size = int(size_line.split(b";")[0].strip(), 16)
+        except ValueError:
+            fail(f"bad chunk size line {size_line!r}")
+        if size == 0:
+            while self._line(deadline):
+                pass
+            self.done()
+            return None
+        d = self._take(size, deadline)
+        crlf = self._take(2, deadline)
+        if crlf != b"\r\n":
+            fail(f"chunk of {size} bytes not followed by CRLF but {crlf!r}")
+        return d
+
+    def body(self, timeout):
+        """The whole body of a response that is not chunked (Content-Length or close)."""
+        deadline = time.monotonic() + timeout
+        r = self.head_resp
+        if r.framing == "length":
+            r.body = self._take(int(r.header("content-length")), deadline)
+        else:
+            try:
+                while True:
+                    self._fill(deadline)
+            except Closed:
+                pass
+            r.body = bytes(self.buf)
+            self.buf = bytearray()
+        r.raw += r.body
+        self.done()
+        return r.body
+
+    def done(self):
+        self.c.buf = bytes(self.buf)
+        self.buf = bytearray()
+
+
+class SSEResult:
+    """What read_sse() saw: head (a Response; body filled for non-chunked answers), items (the
+    SSE items in order, see SSEParser), data (the data payloads only), times (arrival of each
+    item, seconds since the request was sent), end ("done": the chunked body ended properly;
+    "closed": the connection closed before; "timeout"), leftover (unterminated SSE text)."""
+
+    def __init__(self):
+        self.head = None
+        self.items = []
+        self.times = []
+        self.end = None
+        self.leftover = ""
+        self.t_first_byte = None
+        self.t_end = None
+        self.bytes = 0
+
+    @property
+    def data(self):
+        return [v for k, v in self.items if k == "data"]
+
+    @property
+    def status(self):
+        return self.head.status if self.head else 0
+
+    def header(self, name):
+        return self.head.header(name) if self.head else None
+
+    def data_times(self):
+        return [t for (k, _), t in zip(self.items, self.times) if k == "data"]
+
+    def describe(self, limit=1200):
+        s = f"status {self.status}, end {self.end!r}, items {self.items!r}"
+        if self.leftover:
+            s += f", unterminated {self.leftover[:200]!r}"
+        return s[:limit]
+
+
+def read_sse(conn, timeout=10, t0=None, on_item=None, keep=True, stop=None, gap=None):
+    """Read one streamed response from conn: the head, then the chunked body parsed as SSE as it
+    arrives. on_item(kind, value, t) is called per item; keep=False does not store items (huge
+    streams); stop(result) returning True ends reading early (end = "stopped"); gap: seconds
+    without a new chunk after which reading ends (end = "stalled"). A non-chunked answer (an
+    error) is read whole into result.head.body. Never fails on a timeout or a close: result.end
+    says how it ended."""
+    res = SSEResult()
+    rd = StreamReader(conn, t0)
+    deadline = time.monotonic() + timeout
+    parser = SSEParser()
+    try:
+        res.head = rd.head(max(0.0, deadline - time.monotonic()))
+        res.t_first_byte = rd.t_head
+        if res.head.framing != "chunked":
+            rd.body(max(0.0, deadline - time.monotonic()))
+            res.end = "done"
+            return res
+        while True:
+            if gap is not None and deadline - time.monotonic() > gap:
+                try:
+                    d = rd.chunk(time.monotonic() + gap)
+                except socket.timeout:
+                    res.end = "stalled"
+                    break
+            else:
+                d = rd.chunk(deadline)
+            if d is None:
+                res.end = "done"
+                break
+            t = time.monotonic() - rd.t0
+            for kind, value in parser.feed(d):
+                if on_item:
+                    on_item(kind, value, t)
+                if keep:
+                    res.items.append((kind, value))
+                    res.times.append(t)
+            if stop and stop(res):
+                res.end = "stopped"
+                break
+    except Closed:
+        res.end = "closed"
+    except socket.timeout:
+        res.end = "timeout"
+    finally:
+        res.t_end = time.monotonic() - rd.t0
+        res.bytes = rd.total
+    if res.end != "stopped":
+        res.leftover = parser.leftover()
+    return res
+
+
+def memory_in_use(server):
+    """/healthz memory in use (the figure health_figures finds)."""
+    doc = server.get("/healthz").json()
+    flat, _, _, in_use, _ = health_figures(doc)
+    check(in_use and is_number(flat[in_use[0]]), f"no memory in-use figure in /healthz {doc}")
+    return flat[in_use[0]]

@@ -5,11 +5,11 @@ import time
 from harness import (MODEL_NAMES, PROVIDER_NAME, ROUTE_NAMES, Server, assert_error,
                      assert_status, check, eq, flatten, health_figures, is_number)
 
-# A known model with a valid request cannot be served until the upstream issue lands: for now
-# the contract is 501 not_implemented. When the exchange is real, change this one place (the
-# provider in the test config points at 127.0.0.1:9, where nothing listens, so expect the
-# upstream failure status then).
-KNOWN_MODEL_STATUS, KNOWN_MODEL_CODE = 501, "not_implemented"
+# A known model with a valid request is really forwarded (issue 4): the provider in the test
+# config points at 127.0.0.1:9, where nothing listens, so the answer is the upstream's connect
+# failure. Getting that far proves the request passed every check of the endpoint. (Answers
+# from a live provider are tested in test_pipeline.py, against the mock.)
+KNOWN_MODEL_STATUS, KNOWN_MODEL_CODE = 502, "upstream_connect_failed"
 
 MSGS = [{"role": "user", "content": "hi"}]
 
