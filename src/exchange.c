@@ -284,6 +284,27 @@ xc_classify_status(long status, struct failure *f)
 	f->status = status >= 400 && status < 500 ? (int)status : 502;
 }
 
+/* A short string token's text, if it is a plain identifier (safe to put back in JSON as is). */
+static void
+copy_token_text(const struct json *j, int t, char *out, size_t len)
+{
+	size_t n;
+
+	out[0] = '\0';
+	if (t < 0 || j->tok[t].type != JSMN_STRING)
+		return;
+	n = (size_t)(j->tok[t].end - j->tok[t].start);
+	if (n == 0 || n >= len)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char c = j->src[j->tok[t].start + (int)i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+			return;
+	}
+	memcpy(out, j->src + j->tok[t].start, n);
+	out[n] = '\0';
+}
+
 /* The provider's message from an error body: OpenAI's {"error":{"message"}}, a flat
  * {"error":"…"} or {"message":"…"}, or the text itself. */
 void
@@ -307,6 +328,10 @@ xc_error_message(const char *p, size_t n, struct failure *f)
 	}
 	if (t >= 0) {
 		json_unescape(p + j.tok[t].start, (size_t)(j.tok[t].end - j.tok[t].start), f->msg, sizeof f->msg);
+		if (obj > 0) { /* OpenAI-shaped: keep its type and code too (SDKs act on the code) */
+			copy_token_text(&j, json_find(&j, obj, "type"), f->ptype, sizeof f->ptype);
+			copy_token_text(&j, json_find(&j, obj, "code"), f->pcode, sizeof f->pcode);
+		}
 		return;
 	}
 	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' '))
@@ -381,8 +406,8 @@ check_outcome(struct exchange *x)
 		if (st == 429 || st == 503)
 			snprintf(x->fail.retry_after, sizeof x->fail.retry_after, "%s", x->up.retry_after);
 		x->target->adapter->error(x, st, x->resp.data ? x->resp.data : "", x->resp.len, &x->fail);
-		x->fail.type = "upstream_error";
-		x->fail.code = NULL;
+		x->fail.type = x->fail.ptype[0] ? x->fail.ptype : "upstream_error";
+		x->fail.code = x->fail.pcode[0] ? x->fail.pcode : NULL;
 		if (x->fail.msg[0] == '\0')
 			snprintf(x->fail.msg, sizeof x->fail.msg, "the provider answered %ld", st);
 		return -1;

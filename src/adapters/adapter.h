@@ -21,6 +21,8 @@ struct failure {
 	enum fail_class cls;
 	int             status;        /* what the client gets before the commit point */
 	const char     *type, *code;   /* OpenAI envelope fields (static strings) */
+	char            ptype[48];     /* the provider's own error type and code, if it gave them */
+	char            pcode[64];
 	char            msg[400];
 	char            retry_after[48];
 };
@@ -38,6 +40,7 @@ struct adapter {
 };
 
 extern const struct adapter adapter_openai;
+extern const struct adapter adapter_anthropic;
 
 /* The client's request, checked by api.c and read by adapters. */
 struct chat_req {
@@ -96,6 +99,21 @@ struct usage {
 	int  seen;
 };
 
+/* emit_openai.c's state for one exchange. All zero is the start: the id and `created` are made on
+ * first use and kept for the exchange (a test may set them first); the rest is per attempt,
+ * cleared by emit_release(). The buffers are used for a whole (non-streamed) answer only. */
+#define EMIT_MAX_TOOLS 128
+struct emit_state {
+	char        id[40];                     /* "chatcmpl-…" */
+	char        created[24];                /* unix seconds, as digits */
+	int         role_sent;                  /* stream: the role chunk went */
+	int         ntools;                     /* tool calls started */
+	const char *finish;                     /* the finish reason, once given */
+	struct buf  content, reasoning, tools;  /* whole: the message as it accumulates */
+	size_t      args_end[EMIT_MAX_TOOLS];   /* whole: where each call's arguments end in tools */
+	int         key[EMIT_MAX_TOOLS];        /* a decoder's own number for each call (Anthropic: its block index) */
+};
+
 struct exchange {
 	struct sink            sink;
 	struct arena          *arena;
@@ -123,6 +141,7 @@ struct exchange {
 	int                    head_sent;      /* the stream's head went (heartbeats or commit) */
 	struct timer           heartbeat;
 	struct usage           usage;
+	struct emit_state      em;             /* emit_openai.c */
 	struct failure         fail;
 	uint64_t               t_start;
 };
@@ -160,6 +179,8 @@ int emit_tool_args_json(struct exchange *x, int index, const char *json, size_t 
 int emit_finish(struct exchange *x, const char *reason);
 /* The end: a stream gets its usage chunk (when the client asked); a whole answer is written. */
 int emit_end(struct exchange *x);
+/* Forget the attempt (its buffers, tool calls, role chunk); the id and `created` stay. */
+void emit_release(struct exchange *x);
 
 /* exchange.c — one request's life: attempt, commit point, outcome (DESIGN.md §3). */
 extern const struct conn_handler exchange_handler;
