@@ -108,6 +108,7 @@ struct emit_state {
 	char        created[24];                /* unix seconds, as digits */
 	int         role_sent;                  /* stream: the role chunk went */
 	int         ntools;                     /* tool calls started */
+	int         ended;                      /* emit_end() ran */
 	const char *finish;                     /* the finish reason, once given */
 	struct buf  content, reasoning, tools;  /* whole: the message as it accumulates */
 	size_t      args_end[EMIT_MAX_TOOLS];   /* whole: where each call's arguments end in tools */
