@@ -60,6 +60,7 @@ release(struct exchange *x)
 	buf_free(&x->held);
 	buf_free(&x->toks);
 	buf_free(&x->scratch);
+	emit_release(x);
 }
 
 /* ---- answering ---- */
@@ -683,6 +684,7 @@ attempt_reset(struct exchange *x)
 	buf_reset(&x->held);
 	buf_reset(&x->up_body);
 	buf_free(&x->resp);
+	emit_release(x);
 }
 
 static void

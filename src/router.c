@@ -292,6 +292,7 @@ static const struct adapter *
 adapter_for(enum provider_type type)
 {
 	switch (type) {
+	case PROVIDER_ANTHROPIC: return &adapter_anthropic;
 	case PROVIDER_OPENAI:
 	default:
 		return &adapter_openai;
