@@ -86,7 +86,7 @@ $(B)/sluice: $(OBJS)
 	$(CC) $(LDFLAGS) $(OBJS) $(LIBS) -o $@
 	$(STRIP) $@
 
-$(B)/obj/test/%.o: test/unit/%.c $(V)/.built $(B)/gen/deps.h $(wildcard src/*.h test/unit/*.h)
+$(B)/obj/test/%.o: test/unit/%.c $(V)/.built $(B)/gen/deps.h $(wildcard src/*.h src/adapters/*.h test/unit/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itest/unit -c $< -o $@
 

@@ -293,6 +293,18 @@ test_errors(void)
 		  "t.ini:3: [route.r]: balanced needs weight_cost or weight_speed above 0" },
 		{ "prior_tps zero", PROV "[route.r]\npolicy = speed\ncandidates = openai/x\nprior_tps = 0\n",
 		  "t.ini:3: [route.r]: prior_tps must be above 0" },
+		{ "size above maximum, in its unit", "[server]\nmax_header = 2M\n",
+		  "t.ini:2: max_header: '2M' is above the maximum, 1M\n" },
+		{ "whole number above maximum", "[server]\nmax_connections = 2000000\n",
+		  "t.ini:2: max_connections: '2000000' is above the maximum, 1048576\n" },
+		{ "hint only from keys in scope", PROV "[model.m]\ntargets = openai/x\ncandidate = openai/y\n",
+		  "t.ini:5: unknown key 'candidate' in [model.m]\n" },
+		{ "hint in a route", PROV "[route.r]\npolicy = cost\ncandidates = openai/x\npolcy = speed\n",
+		  "t.ini:6: unknown key 'polcy' in [route.r] (did you mean 'policy'?)" },
+		{ "route/model name clash", PROV "[route.m]\npolicy = cost\ncandidates = openai/x\n[model.m]\ntargets = openai/x\n",
+		  "t.ini:6: [model.m]: a model and a route share this name (the other is on line 3)" },
+		{ "duplicate [server]", "[server]\n[server]\n",
+		  "t.ini:2: duplicate section [server] (first on line 1)" },
 	};
 
 	setenv("SLUICE_T_CTRL", "a\r\nX-Evil: 1", 1);
@@ -597,6 +609,26 @@ test_multiple(void)
 	}
 }
 
+/* Errors on one line keep the order they were found in; past 100, the rest are counted. */
+static void
+test_error_order_and_cap(void)
+{
+	static const char want[] = "t.ini:1: text after the section header\nt.ini:1: unknown section [servre]";
+	char text[sizeof "[server]\n" + 150 * 2] = "[server]\n";
+
+	unit_case("errors of one line in the order found");
+	CHECK(load("[servre] junk\n") == NULL);
+	CHECKF(strncmp(err_text(), want, sizeof want - 1) == 0, "errors '%s'", err_text());
+
+	unit_case("past 100 errors, a count");
+	for (int i = 0; i < 150; i++)
+		strcat(text, "x\n");
+	CHECK(load(text) == NULL);
+	CHECKF(count_lines(err_text()) == 101, "%d lines", count_lines(err_text()));
+	CHECKF(strstr(err_text(), "t.ini:101: expected 'name = value'") != NULL, "errors '%s'", err_text());
+	CHECKF(strstr(err_text(), "\nt.ini: 50 more errors\n") != NULL, "errors '%s'", err_text());
+}
+
 struct saved_env {
 	const char *name;
 	char       *value; /* NULL: was unset */
@@ -734,6 +766,7 @@ suite_config(void)
 	test_defaults();
 	test_syntax();
 	test_multiple();
+	test_error_order_and_cap();
 	test_embedded_default();
 	test_files();
 	buf_free(&errs);

@@ -26,7 +26,8 @@ int  unit_check(int ok, const char *file, int line, const char *fmt, ...)
 	X(config) \
 	X(http) \
 	X(json) \
-	X(sse)
+	X(sse) \
+	X(anthropic)
 
 #define X(name) void suite_##name(void);
 UNIT_SUITES(X)
