@@ -197,6 +197,16 @@ timeout_idle = 2s
 
 [model.gpt-test]
 targets = mock/tokens=5
+
+[model.gpt-fallback]
+targets = mock/role_then_drop, mock/tokens=5
+
+[provider.anth]
+type = anthropic
+base_url = http://127.0.0.1:${mockPort}
+api_key = test-key
+timeout_first_byte = 5s
+timeout_idle = 2s
 `;
 }
 
@@ -269,6 +279,137 @@ async function expectInterrupted(sdk, client, model, expectText) {
   eq(r.text, expectText, 'content delivered before the error');
   for (const c of r.chunks) eq(c.model, model, 'model of every chunk before the error');
 }
+
+/* Two tools; the mock names its calls after the request's tools, in order, with the arguments
+ * {"city":"City<i>","n":<i>} and 10 completion tokens per call. */
+const TOOLS = ['get_weather', 'get_time'].map((name) => ({ type: 'function', function: { name,
+  parameters: { type: 'object', properties: { city: { type: 'string' }, n: { type: 'integer' } } } } }));
+const TOOL_ARGS = [{ city: 'City0', n: 0 }, { city: 'City1', n: 1 }];
+
+/* The tool calls of a streamed answer as they came, checked the OpenAI way: dense indices from 0,
+ * id/type/name on each call's first delta only, arguments in the later ones. */
+function checkToolDeltas(chunks) {
+  const calls = [];
+  for (const c of chunks) {
+    for (const tc of c.choices?.[0]?.delta?.tool_calls ?? []) {
+      const first = calls[tc.index] === undefined;
+      if (first) {
+        eq(tc.index, calls.length, 'a new call\'s index (dense, from 0, in order)');
+        ok(tc.id && tc.type === 'function' && tc.function?.name, `the first delta of call ${tc.index} has id, type and name: ${show(tc)}`);
+        calls[tc.index] = { id: tc.id, name: tc.function.name, arguments: tc.function.arguments ?? '' };
+      } else {
+        ok(tc.id === undefined && tc.type === undefined && tc.function?.name === undefined,
+          `a later delta of call ${tc.index} repeats no id, type or name: ${show(tc)}`);
+        calls[tc.index].arguments += tc.function?.arguments ?? '';
+      }
+    }
+  }
+  return calls;
+}
+
+const ANTHROPIC_TESTS = [
+  ['anthropic: a sync completion comes back as a chat.completion', async ({ client }) => {
+    const { data: r, response } = await client.chat.completions
+      .create({ model: 'anth/tokens=5', messages: MESSAGES }).withResponse();
+    eq(r.object, 'chat.completion', 'object');
+    eq(r.model, 'anth/tokens=5', 'model');
+    eq(r.choices[0].message.role, 'assistant', 'role');
+    eq(r.choices[0].message.content, TEXT5, 'content');
+    eq(r.choices[0].finish_reason, 'stop', 'finish_reason');
+    eq({ prompt_tokens: r.usage?.prompt_tokens, completion_tokens: r.usage?.completion_tokens,
+      total_tokens: r.usage?.total_tokens }, USAGE_1MSG_5TOK, 'usage');
+    eq(response.headers.get('x-sluice-provider'), 'anth', 'x-sluice-provider');
+  }],
+
+  ['anthropic: a streamed completion comes back as chat.completion.chunks', async ({ client, sdk }) => {
+    const stream = await client.chat.completions.create({ model: 'anth/tokens=5', messages: MESSAGES, stream: true });
+    const r = await drain(stream);
+    if (r.error) fail(`stream failed: ${describe(r.error, sdk.APIError)} (after content ${show(r.text)})`);
+    eq(r.text, TEXT5, 'assembled content');
+    eq(r.chunks[0]?.choices[0]?.delta?.role, 'assistant', 'the first chunk carries the role');
+    eq(r.chunks.filter((c) => c.choices?.length).at(-1)?.choices[0].finish_reason, 'stop', 'finish_reason');
+    for (const c of r.chunks) {
+      eq(c.object, 'chat.completion.chunk', 'object of every chunk');
+      eq(c.model, 'anth/tokens=5', 'model of every chunk');
+      eq(c.id, r.chunks[0].id, 'one id for every chunk');
+    }
+    eq(r.chunks.filter((c) => c.usage != null).length, 0, 'chunks carrying usage (not asked for)');
+  }],
+
+  ['anthropic: streamed parallel tool calls assembled by the SDK, with usage', async ({ client }) => {
+    const runner = client.chat.completions.stream({ model: 'anth/tool_calls=2', messages: MESSAGES, tools: TOOLS,
+      stream_options: { include_usage: true } });
+    const final = await runner.finalChatCompletion();
+    const calls = final.choices[0].message.tool_calls ?? [];
+    eq(calls.length, 2, `number of tool calls (${show(calls)})`);
+    eq(calls.map((c) => c.function.name), ['get_weather', 'get_time'], 'names');
+    eq(calls.map((c) => JSON.parse(c.function.arguments)), TOOL_ARGS, 'arguments');
+    eq(calls.map((c) => c.id), ['toolu_mock_0', 'toolu_mock_1'], 'ids');
+    eq(final.choices[0].finish_reason, 'tool_calls', 'finish_reason');
+    eq({ prompt_tokens: final.usage?.prompt_tokens, completion_tokens: final.usage?.completion_tokens,
+      total_tokens: final.usage?.total_tokens }, { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30 }, 'usage');
+  }],
+
+  ['anthropic: streamed tool-call deltas are OpenAI\'s (dense indices, id and name once)', async ({ client, sdk }) => {
+    const stream = await client.chat.completions.create({ model: 'anth/tool_calls=2+tokens=2', messages: MESSAGES,
+      tools: TOOLS, stream: true, stream_options: { include_usage: true } });
+    const r = await drain(stream);
+    if (r.error) fail(`stream failed: ${describe(r.error, sdk.APIError)}`);
+    eq(r.text, 'tok0 tok1', 'the text before the calls');
+    const calls = checkToolDeltas(r.chunks);
+    eq(calls.map((c) => c.name), ['get_weather', 'get_time'], 'names');
+    eq(calls.map((c) => JSON.parse(c.arguments)), TOOL_ARGS, 'arguments, concatenated');
+    const last = r.chunks.at(-1);
+    eq(last?.choices, [], 'the usage chunk has no choices');
+    eq(last?.usage?.completion_tokens, 22, 'completion tokens (2 text + 2 calls × 10)');
+  }],
+
+  ['anthropic: sync tool calls come back whole', async ({ client }) => {
+    const r = await client.chat.completions.create({ model: 'anth/tool_calls=2', messages: MESSAGES, tools: TOOLS });
+    const calls = r.choices[0].message.tool_calls ?? [];
+    eq(r.choices[0].message.content, null, 'content');
+    eq(calls.map((c) => [c.type, c.function.name]), [['function', 'get_weather'], ['function', 'get_time']], 'calls');
+    eq(calls.map((c) => JSON.parse(c.function.arguments)), TOOL_ARGS, 'arguments');
+    eq(r.choices[0].finish_reason, 'tool_calls', 'finish_reason');
+  }],
+
+  ['anthropic: a tool loop goes back upstream (tool_calls and tool results translated)', async ({ client }) => {
+    const messages = [...MESSAGES,
+      { role: 'assistant', content: null, tool_calls: [
+        { id: 'toolu_mock_0', type: 'function', function: { name: 'get_weather', arguments: '{"city":"City0","n":0}' } },
+        { id: 'toolu_mock_1', type: 'function', function: { name: 'get_time', arguments: '{"city":"City1","n":1}' } }] },
+      { role: 'tool', tool_call_id: 'toolu_mock_0', content: '12°C' },
+      { role: 'tool', tool_call_id: 'toolu_mock_1', content: 'noon' }];
+    const r = await client.chat.completions.create({ model: 'anth/tokens=3', messages, tools: TOOLS });
+    eq(r.choices[0].message.content, 'tok0 tok1 tok2', 'content');
+    // user, assistant, one user turn holding both results: 3 Anthropic messages × 10 prompt tokens
+    eq(r.usage?.prompt_tokens, 30, 'prompt tokens (the two tool results merged into one turn)');
+  }],
+
+  ['anthropic: thinking streams as reasoning_content', async ({ client, sdk }) => {
+    const stream = await client.chat.completions.create({ model: 'anth/thinking=3+tokens=2', messages: MESSAGES, stream: true });
+    const r = await drain(stream);
+    if (r.error) fail(`stream failed: ${describe(r.error, sdk.APIError)}`);
+    eq(r.chunks.map((c) => c.choices?.[0]?.delta?.reasoning_content ?? '').join(''), 'think0 think1 think2', 'reasoning');
+    eq(r.text, 'tok0 tok1', 'content');
+  }],
+
+  ['anthropic: a parameter Anthropic cannot honour is a 400 naming it and the provider', async ({ client, sdk }) => {
+    const e = await expectAPIError(sdk, client.chat.completions.create(
+      { model: 'anth/tokens=5', messages: MESSAGES, n: 2 }), 400, sdk.BadRequestError);
+    ok(e.message.includes("'n'") && e.message.includes('anth'), `the message names 'n' and the provider, got ${show(e.message)}`);
+  }],
+
+  ['anthropic: an overloaded_error after content raises stream_interrupted', async ({ client, sdk }) => {
+    await expectInterrupted(sdk, client, 'anth/error_event_after=2', 'tok0 tok1');
+  }],
+
+  ['anthropic: a 529 answer is a 502 with the provider\'s message', async ({ client, sdk }) => {
+    const e = await expectAPIError(sdk, client.chat.completions.create(
+      { model: 'anth/status=529', messages: MESSAGES }), 502, sdk.InternalServerError);
+    ok(e.message.includes('mock: HTTP 529 Overloaded'), `the message keeps the provider's, got ${show(e.message)}`);
+  }],
+];
 
 const TESTS = [
   // --- 1. sync completion ------------------------------------------------------------------
@@ -470,6 +611,22 @@ const TESTS = [
       { model: 'mock/stall_head=9000', messages: MESSAGES, stream: true }), 504);
     const ms = Date.now() - t0;
     ok(ms >= 4500 && ms < 8500, `504 after timeout_first_byte (5s): took ${ms}ms`);
+  }],
+
+  // --- 6. an Anthropic-type upstream (the mock speaks the Messages API at /v1/messages) ---------
+  ...ANTHROPIC_TESTS,
+  // --- the router: a fallback before the commit point is invisible to the SDK ------------------
+  ['fallback: a stream whose first target drops after its role chunk is one clean stream from the second', async ({ client, sdk }) => {
+    const { data: stream, response } = await client.chat.completions
+      .create({ model: 'gpt-fallback', messages: MESSAGES, stream: true }).withResponse();
+    const r = await drain(stream);
+    if (r.error) fail(`stream failed: ${describe(r.error, sdk.APIError)} (after content ${show(r.text)})`);
+    eq(response.headers.get('x-sluice-attempts'), '2', 'x-sluice-attempts (role_then_drop, then the fallback)');
+    eq(response.headers.get('x-sluice-model'), 'tokens=5', 'x-sluice-model (the fallback served)');
+    eq(r.text, TEXT5, 'assembled content (no duplicate)');
+    eq(r.chunks.filter((c) => c.choices?.[0]?.delta?.role).length, 1, 'chunks carrying the role');
+    for (const c of r.chunks) eq(c.model, 'gpt-fallback', 'model of every chunk');
+    eq(r.chunks.at(-1)?.choices[0]?.finish_reason, 'stop', 'finish_reason of the last chunk');
   }],
 ];
 
