@@ -322,7 +322,10 @@ void  conn_error_hdr(struct conn *c, int status, const char *headers, const char
  * line (legacy llama.cpp) is delivered as an event named "error". Zero-copy where it can be:
  * an event of one data line whose bytes all arrived in one read is handed over in place;
  * others are copied, into buffers capped at max_event. A nonzero result is sticky: later calls
- * return it. sse_free() releases the buffers and leaves p as sse_init() made it.
+ * return it. sse_free() releases the buffers and leaves p as sse_init() made it (the framing
+ * kept). With sse_init_ndjson() (or p->ndjson set before the first byte) the same line splitter
+ * frames NDJSON instead (Ollama, FORMATS.md §0.2): every line that is not blank is one event, its
+ * data the whole line, its name "" — in place when the line lies in one read, like SSE data.
  */
 struct sse_event {
 	const char *event;  /* the 'event' field, "" if none */
@@ -343,10 +346,12 @@ struct sse {
 	int        skip_lf;   /* the last chunk ended in CR: a leading LF belongs to it */
 	int        started;   /* the first line (which may open with a BOM) has been seen */
 	int        err;       /* sticky: once nonzero, feed and finish return it */
+	int        ndjson;    /* NDJSON framing (sse_init_ndjson): every non-blank line is an event */
 	size_t     max_event;
 };
 enum { SSE_TOO_LARGE = -1, SSE_NOMEM = -2 };
 void sse_init(struct sse *p, size_t max_event);
+void sse_init_ndjson(struct sse *p, size_t max_event);
 int  sse_feed(struct sse *p, const char *chunk, size_t len, sse_event_fn *fn, void *ud);
 int  sse_finish(struct sse *p, sse_event_fn *fn, void *ud);
 void sse_free(struct sse *p);

@@ -31,6 +31,12 @@
  * last line: llama.cpp ends with `data: [DONE]` alone) is delivered by sse_finish(). A nonzero
  * result (the callback's, SSE_TOO_LARGE, SSE_NOMEM) is kept in p->err: later sse_feed() and
  * sse_finish() calls return it and parse nothing.
+ *
+ * NDJSON. With p->ndjson (sse_init_ndjson) the same line walk frames newline-delimited JSON
+ * (Ollama's native stream): each line that is not blank (only spaces and tabs) is delivered at
+ * once as an event named "", its data the line — in place when the line lies in the chunk, else
+ * from p->line; a last line without its line end is delivered by sse_finish(). No fields, no
+ * comments, no joining: the line is the payload, capped at max_event. sse_free() keeps the mode.
  */
 #include <limits.h>
 #include <string.h>
@@ -48,11 +54,21 @@ sse_init(struct sse *p, size_t max_event)
 }
 
 void
+sse_init_ndjson(struct sse *p, size_t max_event)
+{
+	sse_init(p, max_event);
+	p->ndjson = 1;
+}
+
+void
 sse_free(struct sse *p)
 {
+	int ndjson = p->ndjson;
+
 	buf_free(&p->line);
 	buf_free(&p->data);
 	sse_init(p, p->max_event);
+	p->ndjson = ndjson;
 }
 
 static int
@@ -160,6 +176,21 @@ field(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, vo
 	return 0;
 }
 
+/* NDJSON: a line that is not blank is an event of its own, its data the line itself (in place in
+ * the caller's chunk, or in p->line, which lives until the callback returns). */
+static int
+ndjson_line(struct sse *p, const char *s, size_t n, sse_event_fn *fn, void *ud)
+{
+	struct sse_event ev = { "", 0, s, n };
+	size_t i = 0;
+
+	while (i < n && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	if (i == n)
+		return 0;
+	return n > p->max_event ? SSE_TOO_LARGE : fn(ud, &ev);
+}
+
 /* One complete line, without its line end; in_chunk: it lies in the caller's chunk. */
 static int
 line(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, void *ud)
@@ -173,6 +204,8 @@ line(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, voi
 			n -= 3;
 		}
 	}
+	if (p->ndjson)
+		return ndjson_line(p, s, n, fn, ud);
 	if (n > 0)
 		return field(p, s, n, in_chunk, fn, ud);
 	if (p->ndata > 0)

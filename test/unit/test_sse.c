@@ -151,6 +151,8 @@ struct outcome {
  * Feed s in pieces (step > 0: step bytes at a time; else [0, cut) then [cut, len)), an empty
  * chunk after each, until a nonzero return; then sse_finish, twice, and sse_free.
  */
+static int ndjson; /* the framing run() sets the parser up with: SSE, or NDJSON when set */
+
 static struct outcome
 run(struct rec *r, const char *s, size_t len, size_t max, size_t cut, size_t step)
 {
@@ -159,7 +161,10 @@ run(struct rec *r, const char *s, size_t len, size_t max, size_t cut, size_t ste
 	size_t at = 0, end;
 	int n;
 
-	sse_init(&p, max);
+	if (ndjson)
+		sse_init_ndjson(&p, max);
+	else
+		sse_init(&p, max);
 	while (o.rc == 0 && at < len) {
 		end = step ? (len - at < step ? len : at + step) : (at < cut ? cut : len);
 		o.rc = feed_copy(&p, r, s + at, end - at);
@@ -539,6 +544,69 @@ test_fixture(const struct fixture *fx)
 	free(s);
 }
 
+/* NDJSON framing (Ollama): every line that is not blank is an event named "", its data the line. */
+static const struct row nd_rows[] = {
+	{ "one line", "{\"a\":1}\n", 0, 0, 0, 0, { { "", "{\"a\":1}" }, { 0 } } },
+	{ "two lines, the last without its line end", "{\"a\":1}\n{\"b\":2}", 0, 0, 0, 0,
+	  { { "", "{\"a\":1}" }, { "", "{\"b\":2}" }, { 0 } } },
+	{ "blank and whitespace-only lines skipped", "\n  \n{\"a\":1}\n\t \n\n", 0, 0, 0, 0, { { "", "{\"a\":1}" }, { 0 } } },
+	{ "SSE syntax is only data here", "data: x\n: comment\nevent: e\nerror: y\n", 0, 0, 0, 0,
+	  { { "", "data: x" }, { "", ": comment" }, { "", "event: e" }, { "", "error: y" }, { 0 } } },
+	{ "spaces kept inside a line", " {\"a\": 1} \n", 0, 0, 0, 0, { { "", " {\"a\": 1} " }, { 0 } } },
+	{ "UTF-8 data", "\"\xe4\xbb\x8a\xf0\x9f\x8e\x89\"\n", 0, 0, 0, 0, { { "", "\"\xe4\xbb\x8a\xf0\x9f\x8e\x89\"" }, { 0 } } },
+	{ "a BOM opening the stream is skipped", "\xef\xbb\xbf{}\n{}\n", 0, 0, 0, 0, { { "", "{}" }, { "", "{}" }, { 0 } } },
+	{ "empty stream: nothing", "", 0, 0, 0, 0, { { 0 } } },
+	{ "mixed line ends", "1\r\n2\r3\n\r\n4", 1, 0, 0, 0, { { "", "1" }, { "", "2" }, { "", "3" }, { "", "4" }, { 0 } } },
+	{ "stop at the second line", "1\n2\n3\n", 0, 0, 2, STOP, { { "", "1" }, { "", "2" }, { 0 } } },
+	{ "a line of exactly max", "12345678\n", 0, 8, 0, 0, { { "", "12345678" }, { 0 } } },
+	{ "a line of max + 1", "1\n123456789\n2\n", 0, 8, 0, SSE_TOO_LARGE, { { "", "1" }, { 0 } } },
+	{ "an open last line of max + 1", "1\n123456789", 0, 8, 0, SSE_TOO_LARGE, { { "", "1" }, { 0 } } },
+};
+
+static const struct fixture nd_fixtures[] = {
+	{ "ollama_chat_stream.ndjson", 2, {
+	  { 0, { "", "{\"model\":\"llama3.2\",\"created_at\":\"2023-08-04T08:52:19.385406455-07:00\",\"message\":"
+	     "{\"role\":\"assistant\",\"content\":\"The\",\"images\":null},\"done\":false}" } } } },
+	{ "ollama_chat_stream_tool_call.ndjson", 2, { { 0 } } },
+	{ "ollama_generate_stream_midstream_error.ndjson", 5, {
+	  { 4, { "", "{\"error\":\"an error was encountered while running the model\"}" } } } },
+};
+
+static void
+test_ndjson(void)
+{
+	static const char whole[] = "{\"a\":1}\n\n{\"b\":22}\r\n{\"c\":333}\n";
+	struct rec r = { 0 };
+	struct sse p;
+	uint64_t before;
+
+	ndjson = 1;
+	for (size_t i = 0; i < NELEM(nd_rows); i++) {
+		struct row row = nd_rows[i];
+		char name[96];
+
+		snprintf(name, sizeof name, "ndjson: %s", row.name);
+		row.name = name;
+		check_row(&row);
+	}
+	for (size_t i = 0; i < NELEM(nd_fixtures); i++)
+		test_fixture(&nd_fixtures[i]);
+	ndjson = 0;
+
+	unit_case("sse ndjson zero-copy: whole lines are in place, nothing allocated; sse_free keeps the mode");
+	sse_init_ndjson(&p, DEF_MAX);
+	before = allocs();
+	CHECK(feed_copy(&p, &r, whole, sizeof whole - 1) == 0);
+	CHECKF(r.n == 3 && r.in_place == 3, "%d events, %d in place", r.n, r.in_place);
+	CHECKF(allocs() == before && in_use() == 0, "%llu allocations", (unsigned long long)(allocs() - before));
+	sse_free(&p);
+	CHECK(p.ndjson == 1);
+	sse_init(&p, DEF_MAX);
+	CHECK(p.ndjson == 0);
+	sse_free(&p);
+	free(r.text);
+}
+
 /* Whole single-line events are handed over in place, with no allocation; others are copied. */
 static void
 test_zero_copy(void)
@@ -630,6 +698,7 @@ suite_sse(void)
 	for (size_t i = 0; i < NELEM(fixtures); i++)
 		test_fixture(&fixtures[i]);
 	test_zero_copy();
+	test_ndjson();
 	unit_case("sse mem in use after all");
 	CHECKF(in_use() == 0, "%zu bytes in use", in_use());
 	mem_shutdown();
