@@ -351,6 +351,7 @@ int
 exchange_upstream_head(struct exchange *x, long status)
 {
 	x->up.status = status;
+	x->sse.ndjson = x->target->adapter->framing == FRAMING_NDJSON; /* per attempt: targets differ */
 	if (status >= 200 && status < 300)
 		buf_init(&x->resp, x->target->provider->max_response_body);
 	else
@@ -416,6 +417,8 @@ check_outcome(struct exchange *x)
 	if (!x->req->stream)
 		return x->target->adapter->response(x, x->resp.data ? x->resp.data : "", x->resp.len);
 	if (sse_finish(&x->sse, on_stream_event, x) < 0)
+		return -1;
+	if (x->target->adapter->stream_done != NULL && x->target->adapter->stream_done(x) < 0)
 		return -1;
 	if (!x->saw_end && !x->saw_finish)
 		return xc_fail(x, FAIL_CLOSED, 502, "upstream_closed",

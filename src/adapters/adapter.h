@@ -27,12 +27,19 @@ struct failure {
 	char            retry_after[48];
 };
 
+/* How a provider's stream is cut into frames (the exchange sets its parser up from it). */
+enum framing { FRAMING_SSE, FRAMING_NDJSON };
+
 struct adapter {
 	const char *name;
+	enum framing framing;      /* FRAMING_SSE (0) unless set */
 	/* Build the upstream request: URL, headers and body (into body, capped). */
 	int  (*encode)(struct exchange *x, struct upstream_req *req, struct buf *body);
 	/* One streamed frame: an SSE event (NDJSON adapters get each line as data). */
 	int  (*stream_event)(struct exchange *x, const struct sse_event *ev);
+	/* Optional: the provider's stream ended cleanly (EOF), before the exchange checks its end —
+	 * for providers whose end marker is a finish that usage may still follow (Gemini). */
+	int  (*stream_done)(struct exchange *x);
 	/* The whole body of a successful non-streamed answer. */
 	int  (*response)(struct exchange *x, const char *p, size_t n);
 	/* An answer with an error status: fill f (class, status, message). */
@@ -41,6 +48,11 @@ struct adapter {
 
 extern const struct adapter adapter_openai;
 extern const struct adapter adapter_anthropic;
+extern const struct adapter adapter_gemini;
+extern const struct adapter adapter_ollama;
+extern const struct adapter adapter_azure;
+/* openai.c's request body (the client's with model replaced, usage asked for), for azure.c. */
+int openai_encode_body(struct exchange *x, struct buf *body);
 
 /* The client's request, checked by api.c and read by adapters. */
 struct chat_req {

@@ -36,9 +36,9 @@ static size_t tok_to(const jsmntok_t *t) { return (size_t)t->end + (t->type == J
 
 /* The request as the client wrote it, with `model` replaced and, on a stream, usage asked for
  * (stream_options.include_usage forced true; the exchange strips the usage chunk again if the
- * client did not ask). Splices are in source order. */
-static int
-encode_body(struct exchange *x, struct buf *body)
+ * client did not ask). Splices are in source order. Azure's adapter sends the same body. */
+int
+openai_encode_body(struct exchange *x, struct buf *body)
 {
 	const struct chat_req *r = x->req;
 	const jsmntok_t *tok = r->j.tok;
@@ -80,7 +80,7 @@ encode(struct exchange *x, struct upstream_req *req, struct buf *body)
 	const struct cfg_provider *p = x->target->provider;
 	struct curl_slist *h = NULL;
 
-	if (encode_body(x, body) < 0)
+	if (openai_encode_body(x, body) < 0)
 		return -1;
 	req->url = arena_printf(x->arena, "%s/chat/completions", p->base_url);
 	if (p->api_key[0])
