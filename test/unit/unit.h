@@ -27,7 +27,10 @@ int  unit_check(int ok, const char *file, int line, const char *fmt, ...)
 	X(http) \
 	X(json) \
 	X(sse) \
-	X(anthropic)
+	X(anthropic) \
+	X(gemini) \
+	X(ollama) \
+	X(azure)
 
 #define X(name) void suite_##name(void);
 UNIT_SUITES(X)
