@@ -156,10 +156,11 @@ void
 router_report(const struct target *t, int ok, enum fail_class cls)
 {
 	struct target_stats *s = t->stats;
-	const struct cfg_server *sv = &R.cfg->server;
+	const struct cfg_server *sv;
 
 	if (s == NULL)
-		return;
+		return; /* untracked (and, in unit tests, no router_init: R.cfg is NULL) */
+	sv = &R.cfg->server;
 	if (ok || !provider_fault(cls)) {
 		s->failures = 0;
 		s->open_until = 0;
@@ -293,6 +294,9 @@ adapter_for(enum provider_type type)
 {
 	switch (type) {
 	case PROVIDER_ANTHROPIC: return &adapter_anthropic;
+	case PROVIDER_GEMINI:    return &adapter_gemini;
+	case PROVIDER_OLLAMA:    return &adapter_ollama;
+	case PROVIDER_AZURE:     return &adapter_azure;
 	case PROVIDER_OPENAI:
 	default:
 		return &adapter_openai;
