@@ -207,6 +207,26 @@ base_url = http://127.0.0.1:${mockPort}
 api_key = test-key
 timeout_first_byte = 5s
 timeout_idle = 2s
+
+[provider.gem]
+type = gemini
+base_url = http://127.0.0.1:${mockPort}/v1beta
+api_key = test-key
+timeout_first_byte = 5s
+timeout_idle = 2s
+
+[provider.oll]
+type = ollama
+base_url = http://127.0.0.1:${mockPort}
+timeout_first_byte = 5s
+timeout_idle = 2s
+
+[provider.az]
+type = azure
+base_url = http://127.0.0.1:${mockPort}
+api_key = test-key
+timeout_first_byte = 5s
+timeout_idle = 2s
 `;
 }
 
@@ -408,6 +428,141 @@ const ANTHROPIC_TESTS = [
     const e = await expectAPIError(sdk, client.chat.completions.create(
       { model: 'anth/status=529', messages: MESSAGES }), 502, sdk.InternalServerError);
     ok(e.message.includes('mock: HTTP 529 Overloaded'), `the message keeps the provider's, got ${show(e.message)}`);
+  }],
+];
+
+/* Gemini-, Ollama- and Azure-type upstreams (the mock speaks generateContent/streamGenerateContent,
+ * /api/chat NDJSON and Azure's deployment URL). */
+const usageOf = (u) => ({ prompt_tokens: u?.prompt_tokens, completion_tokens: u?.completion_tokens, total_tokens: u?.total_tokens });
+
+async function expectText(sdk, client, model, provider) {
+  const { data: r, response } = await client.chat.completions.create({ model, messages: MESSAGES }).withResponse();
+  eq(r.object, 'chat.completion', 'object');
+  eq(r.model, model, 'model');
+  eq(r.choices[0].message.content, TEXT5, 'content');
+  eq(r.choices[0].finish_reason, 'stop', 'finish_reason');
+  eq(usageOf(r.usage), USAGE_1MSG_5TOK, 'usage');
+  eq(response.headers.get('x-sluice-provider'), provider, 'x-sluice-provider');
+}
+
+async function expectStreamedText(sdk, client, model) {
+  const stream = await client.chat.completions.create({ model, messages: MESSAGES, stream: true,
+    stream_options: { include_usage: true } });
+  const r = await drain(stream);
+  if (r.error) fail(`stream failed: ${describe(r.error, sdk.APIError)} (after content ${show(r.text)})`);
+  eq(r.text, TEXT5, 'assembled content');
+  eq(r.chunks.filter((c) => c.choices?.length).at(-1)?.choices[0].finish_reason, 'stop', 'finish_reason');
+  for (const c of r.chunks) eq(c.model, model, 'model of every chunk');
+  eq(r.chunks.filter((c) => c.usage != null).length, 1, 'chunks carrying usage');
+  eq(usageOf(r.chunks.at(-1)?.usage), USAGE_1MSG_5TOK, 'usage on the last chunk');
+}
+
+async function expectStreamedToolCalls(sdk, client, model) {
+  const stream = await client.chat.completions.create({ model, messages: MESSAGES, tools: TOOLS, stream: true,
+    stream_options: { include_usage: true } });
+  const r = await drain(stream);
+  if (r.error) fail(`stream failed: ${describe(r.error, sdk.APIError)}`);
+  const calls = checkToolDeltas(r.chunks);
+  eq(calls.map((c) => c.name), ['get_weather', 'get_time'], 'names');
+  eq(calls.map((c) => JSON.parse(c.arguments)), TOOL_ARGS, 'arguments');
+  ok(calls[0].id !== calls[1].id && calls.every((c) => /^call_[A-Za-z0-9_-]+$/.test(c.id)), `two distinct call ids: ${show(calls.map((c) => c.id))}`);
+  eq(r.chunks.filter((c) => c.choices?.length).at(-1)?.choices[0].finish_reason, 'tool_calls', 'finish_reason');
+  eq(r.chunks.at(-1)?.choices, [], 'the usage chunk has no choices');
+  eq(usageOf(r.chunks.at(-1)?.usage), { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30 }, 'usage');
+}
+
+const TRANSLATED_TESTS = [
+  ['gemini: a sync completion comes back as a chat.completion', async ({ client, sdk }) => {
+    await expectText(sdk, client, 'gem/tokens=5', 'gem');
+  }],
+
+  ['gemini: a streamed completion (SSE) comes back as chat.completion.chunks with usage', async ({ client, sdk }) => {
+    await expectStreamedText(sdk, client, 'gem/tokens=5');
+  }],
+
+  ['gemini: CRLF framing written 3 bytes at a time gives the same stream', async ({ client, sdk }) => {
+    await expectStreamedText(sdk, client, 'gem/tokens=5+crlf+split=3');
+  }],
+
+  ['gemini: thought parts stream as reasoning_content', async ({ client, sdk }) => {
+    const stream = await client.chat.completions.create({ model: 'gem/thinking=3+tokens=2', messages: MESSAGES, stream: true });
+    const r = await drain(stream);
+    if (r.error) fail(`stream failed: ${describe(r.error, sdk.APIError)}`);
+    eq(r.chunks.map((c) => c.choices?.[0]?.delta?.reasoning_content ?? '').join(''), 'think0 think1 think2', 'reasoning');
+    eq(r.text, 'tok0 tok1', 'content');
+  }],
+
+  ['gemini: streamed parallel tool calls assembled by the SDK into two calls, with usage', async ({ client }) => {
+    const runner = client.chat.completions.stream({ model: 'gem/tool_calls=2', messages: MESSAGES, tools: TOOLS,
+      stream_options: { include_usage: true } });
+    const final = await runner.finalChatCompletion();
+    const calls = final.choices[0].message.tool_calls ?? [];
+    eq(calls.length, 2, `number of tool calls (${show(calls)})`);
+    eq(calls.map((c) => c.function.name), ['get_weather', 'get_time'], 'names');
+    eq(calls.map((c) => JSON.parse(c.function.arguments)), TOOL_ARGS, 'arguments');
+    ok(calls[0].id && calls[1].id && calls[0].id !== calls[1].id, `two distinct ids: ${show(calls.map((c) => c.id))}`);
+    eq(final.choices[0].finish_reason, 'tool_calls', 'finish_reason');
+    eq(usageOf(final.usage), { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30 }, 'usage');
+  }],
+
+  ['gemini: streamed tool-call deltas are OpenAI\'s (dense indices, id and name once)', async ({ client, sdk }) => {
+    await expectStreamedToolCalls(sdk, client, 'gem/tool_calls=2');
+  }],
+
+  ['gemini: a tool loop goes back as functionCall / functionResponse turns', async ({ client }) => {
+    const first = await client.chat.completions.create({ model: 'gem/tool_calls=2', messages: MESSAGES, tools: TOOLS });
+    const calls = first.choices[0].message.tool_calls ?? [];
+    eq(calls.length, 2, 'calls to answer');
+    const messages = [...MESSAGES, first.choices[0].message,
+      ...calls.map((c, i) => ({ role: 'tool', tool_call_id: c.id, content: i ? 'noon' : '{"temp":12}' }))];
+    const r = await client.chat.completions.create({ model: 'gem/tokens=3', messages, tools: TOOLS });
+    eq(r.choices[0].message.content, 'tok0 tok1 tok2', 'content');
+    // user, model, one user turn holding both results: 3 contents × 10 prompt tokens
+    eq(r.usage?.prompt_tokens, 30, 'prompt tokens (the two results in one turn)');
+  }],
+
+  ['gemini: an error event after content raises stream_interrupted', async ({ client, sdk }) => {
+    await expectInterrupted(sdk, client, 'gem/error_event_after=2', 'tok0 tok1');
+  }],
+
+  ['gemini: RESOURCE_EXHAUSTED is a RateLimitError with Retry-After', async ({ client, sdk }) => {
+    const e = await expectAPIError(sdk, client.chat.completions.create(
+      { model: 'gem/status=429+retry_after=2', messages: MESSAGES }), 429, sdk.RateLimitError);
+    eq(e.headers?.get('retry-after'), '2', 'retry-after');
+  }],
+
+  ['gemini: a parameter Gemini cannot honour is a 400 naming it and the provider', async ({ client, sdk }) => {
+    const e = await expectAPIError(sdk, client.chat.completions.create(
+      { model: 'gem/tokens=5', messages: MESSAGES, n: 2 }), 400, sdk.BadRequestError);
+    ok(e.message.includes('n > 1') && e.message.includes("'gem'"), `the message names n and the provider, got ${show(e.message)}`);
+  }],
+
+  ['ollama: a sync completion comes back as a chat.completion', async ({ client, sdk }) => {
+    await expectText(sdk, client, 'oll/tokens=5', 'oll');
+  }],
+
+  ['ollama: a streamed completion (NDJSON) comes back as chat.completion.chunks with usage', async ({ client, sdk }) => {
+    await expectStreamedText(sdk, client, 'oll/tokens=5');
+  }],
+
+  ['ollama: NDJSON lines written 4 bytes at a time give the same stream', async ({ client, sdk }) => {
+    await expectStreamedText(sdk, client, 'oll/tokens=5+split=4');
+  }],
+
+  ['ollama: streamed tool calls (done_reason stop) become tool_calls', async ({ client, sdk }) => {
+    await expectStreamedToolCalls(sdk, client, 'oll/tool_calls=2');
+  }],
+
+  ['ollama: an error line after content raises stream_interrupted', async ({ client, sdk }) => {
+    await expectInterrupted(sdk, client, 'oll/error_event_after=2', 'tok0 tok1');
+  }],
+
+  ['azure: a sync completion through the deployment URL', async ({ client, sdk }) => {
+    await expectText(sdk, client, 'az/tokens=5', 'az');
+  }],
+
+  ['azure: a stream opening with the choices: [] filter chunk', async ({ client, sdk }) => {
+    await expectStreamedText(sdk, client, 'az/tokens=5');
   }],
 ];
 
@@ -615,6 +770,10 @@ const TESTS = [
 
   // --- 6. an Anthropic-type upstream (the mock speaks the Messages API at /v1/messages) ---------
   ...ANTHROPIC_TESTS,
+
+  // --- 7. Gemini-, Ollama- and Azure-type upstreams ---------------------------------------------
+  ...TRANSLATED_TESTS,
+
   // --- the router: a fallback before the commit point is invisible to the SDK ------------------
   ['fallback: a stream whose first target drops after its role chunk is one clean stream from the second', async ({ client, sdk }) => {
     const { data: stream, response } = await client.chat.completions
