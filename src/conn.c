@@ -266,6 +266,7 @@ log_request(struct conn *c)
 	const struct http_req *r = &c->req;
 	double ms = (double)(loop_clock_ms() - c->t_start);
 	struct span path = r->target;
+	const char *method = r->target.len ? http_method_name(r) : "-"; /* "-": no request line yet */
 	char ts[32];
 
 	log_timestamp(ts, sizeof ts);
@@ -279,10 +280,10 @@ log_request(struct conn *c)
 		if (json_escape(&rb, c->rid, strlen(c->rid)) != BUF_OK)
 			rb.len = 0;
 		fprintf(stderr, "{\"ts\":\"%s\",\"method\":\"%s\",\"path\":%.*s,\"status\":%d,\"bytes\":%llu,"
-		    "\"ms\":%.1f,\"request_id\":%.*s,\"peer\":\"%s\"}\n", ts, http_method_name(r), (int)b.len,
+		    "\"ms\":%.1f,\"request_id\":%.*s,\"peer\":\"%s\"}\n", ts, method, (int)b.len,
 		    b.data, c->status, (unsigned long long)c->bytes_out, ms, (int)rb.len, rb.data, c->peer);
 	} else {
-		fprintf(stderr, "%s %s %s %.*s %d %lluB %.1fms %s\n", ts, c->peer, http_method_name(r),
+		fprintf(stderr, "%s %s %s %.*s %d %lluB %.1fms %s\n", ts, c->peer, method,
 		    (int)(path.len > 512 ? 512 : path.len), c->rbuf.data + path.off, c->status,
 		    (unsigned long long)c->bytes_out, ms, c->rid);
 	}
@@ -588,17 +589,36 @@ conn_put_head(struct conn *c, int status, const char *ctype, const char *headers
 		assign_request_id(c);
 	if (S.draining)
 		c->close_after = 1;
-	c->head_sent = 1;
-	c->chunked = len < 0;
-	c->status = status;
 	if (len < 0)
 		snprintf(length, sizeof length, "Transfer-Encoding: chunked");
 	else
 		snprintf(length, sizeof length, "Content-Length: %lld", (long long)len);
-	return buf_printf(&c->wbuf,
+	if (buf_printf(&c->wbuf,
 	    "HTTP/1.1 %d %s\r\nServer: sluice\r\nDate: %s\r\nContent-Type: %s\r\n%s\r\n"
 	    "x-request-id: %s\r\n%s%s\r\n", status, http_status_text(status), http_date(), ctype, length,
-	    c->rid, c->close_after ? "Connection: close\r\n" : "", headers ? headers : "");
+	    c->rid, c->close_after ? "Connection: close\r\n" : "", headers ? headers : "") != BUF_OK)
+		return BUF_NOMEM;
+	c->head_sent = 1;
+	c->chunked = len < 0;
+	c->status = status;
+	return BUF_OK;
+}
+
+/* The answer cannot be given (no memory for its bytes): say so from static bytes if nothing of
+ * it has been queued yet, and close — a promised body that never comes would hang the client. */
+static void
+conn_broken(struct conn *c)
+{
+	if (!c->head_sent) {
+		buf_reset(&c->wbuf);
+		c->wdone = 0;
+		c->status = 503;
+		write_static_503(c->fd, c->rid, "overloaded", "the gateway is out of memory; retry shortly");
+	}
+	c->head_sent = 1;
+	c->close_after = 1;
+	c->answered = 1;
+	mark_dirty(c);
 }
 
 /* Queue a whole answer: status line, headers, body. headers is extra "Name: value\r\n" lines. */
@@ -622,13 +642,9 @@ conn_reply(struct conn *c, int status, const char *ctype, const char *headers, c
 		rc = buf_append(&c->wbuf, body, len);
 	c->bytes_out = len;
 	if (rc != BUF_OK) {
-		/* No room for the answer: say so from static bytes, then close (never free c here:
-		 * our callers still hold it). */
-		buf_reset(&c->wbuf);
-		c->wdone = 0;
-		c->status = 503;
-		c->close_after = 1;
-		write_static_503(c->fd, c->rid, "overloaded", "the gateway is out of memory; retry shortly");
+		c->head_sent = 0; /* nothing of it can go: the static 503 instead (c stays alive) */
+		conn_broken(c);
+		return;
 	}
 	mark_dirty(c);
 }
@@ -680,8 +696,10 @@ conn_sink_head(struct conn *c, int status, const char *ctype, const char *header
 {
 	if (c->head_sent || c->answered)
 		return -1;
-	if (conn_put_head(c, status, ctype, headers, len) != BUF_OK)
+	if (conn_put_head(c, status, ctype, headers, len) != BUF_OK) {
+		conn_broken(c);
 		return -1;
+	}
 	mark_dirty(c);
 	return 0;
 }
@@ -707,6 +725,7 @@ conn_sink_write(struct conn *c, const struct iovec *parts, int nparts)
 	rc = rc ? rc : (c->chunked ? buf_append(&c->wbuf, "\r\n", 2) : BUF_OK);
 	if (rc != BUF_OK) {
 		c->wbuf.len = mark; /* never a torn chunk */
+		conn_broken(c);
 		return -1;
 	}
 	c->bytes_out += n;

@@ -146,15 +146,17 @@ xc_fail(struct exchange *x, enum fail_class cls, int status, const char *code, c
 	return -1;
 }
 
-/* The head of an event stream. It may go before the commit point (heartbeats). */
+/* The head of an event stream. It may go before the commit point (heartbeats): then it cannot
+ * name the attempt that will serve, so it names none. */
 static int
-stream_head(struct exchange *x)
+stream_head(struct exchange *x, int early)
 {
+	static const char sse[] = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
+
 	if (x->head_sent)
 		return 0;
 	x->head_sent = 1;
-	return x->sink.ops->head(x->sink.o, 200, "text/event-stream", attempt_headers(x,
-	    "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"), -1);
+	return x->sink.ops->head(x->sink.o, 200, "text/event-stream", early ? sse : attempt_headers(x, sse), -1);
 }
 
 /* A model slow to start: the head goes early and `: keepalive` comments follow, so nothing
@@ -167,9 +169,18 @@ on_heartbeat(void *ud)
 
 	if (finished(x) || x->state == X_COMMITTED)
 		return;
-	if (stream_head(x) < 0 || x->sink.ops->write(x->sink.o, &ka, 1) < 0)
+	if (stream_head(x, 1) < 0 || x->sink.ops->write(x->sink.o, &ka, 1) < 0)
 		return;
 	loop_timer_set(&x->heartbeat, x->cfg->server.stream_heartbeat, on_heartbeat, x);
+}
+
+/* The gateway's own memory ran out: 503, never the provider's fault nor a reason to fall back. */
+static int
+out_of_memory(struct exchange *x)
+{
+	xc_fail(x, FAIL_NOMEM, 503, "overloaded", "the gateway is out of memory; retry shortly");
+	x->fail.type = "server_error";
+	return -1;
 }
 
 /* The commit point: the head goes out (unless heartbeats sent it), then what was held. */
@@ -180,7 +191,7 @@ commit(struct exchange *x)
 
 	loop_timer_cancel(&x->heartbeat);
 	loop_timer_cancel(&x->deadline_timer); /* the deadline bounds only what comes before */
-	if (stream_head(x) < 0)
+	if (stream_head(x, 0) < 0)
 		return -1;
 	x->t_first = loop_now();
 	xc_state(x, X_COMMITTED);
@@ -385,6 +396,8 @@ exchange_feed(struct exchange *x, const char *p, size_t n)
 		rc = buf_append(&x->resp, p, n);
 		if (rc == BUF_OK || x->up.status >= 300)
 			return 0; /* an error body is read as far as it fits */
+		if (rc == BUF_NOMEM)
+			return out_of_memory(x);
 		return xc_fail(x, FAIL_TOO_LARGE, 502, "upstream_response_too_large",
 		    "the provider's answer is larger than max_response_body (%zu bytes)", x->resp.max);
 	}
@@ -392,7 +405,9 @@ exchange_feed(struct exchange *x, const char *p, size_t n)
 	if (x->state == X_COMMITTED && x->sink.ops->queued(x->sink.o) > SINK_HIGH)
 		return UPSTREAM_PAUSE;
 	rc = sse_feed(&x->sse, p, n, on_stream_event, x);
-	if (rc == SSE_TOO_LARGE || rc == SSE_NOMEM)
+	if (rc == SSE_NOMEM)
+		return out_of_memory(x);
+	if (rc == SSE_TOO_LARGE)
 		return xc_fail(x, FAIL_MALFORMED, 502, "upstream_malformed",
 		    "the provider sent an event larger than %u bytes", EVENT_MAX);
 	return rc < 0 ? -1 : 0;
@@ -405,7 +420,7 @@ check_outcome(struct exchange *x)
 	long st = x->up.status;
 
 	if (st >= 300) {
-		if (st == 429 || st == 503)
+		if (st == 429 || st == 503 || st == 529)
 			snprintf(x->fail.retry_after, sizeof x->fail.retry_after, "%s", x->up.retry_after);
 		x->target->adapter->error(x, st, x->resp.data ? x->resp.data : "", x->resp.len, &x->fail);
 		x->fail.type = x->fail.ptype[0] ? x->fail.ptype : "upstream_error";
@@ -420,7 +435,7 @@ check_outcome(struct exchange *x)
 		return -1;
 	if (x->target->adapter->stream_done != NULL && x->target->adapter->stream_done(x) < 0)
 		return -1;
-	if (!x->saw_end && !x->saw_finish)
+	if (!x->saw_end && (!x->saw_finish || x->target->adapter->end_marker))
 		return xc_fail(x, FAIL_CLOSED, 502, "upstream_closed",
 		    "the provider's stream ended without its end marker or a finish reason");
 	if (x->state != X_COMMITTED)
@@ -442,6 +457,7 @@ exchange_upstream_done(struct exchange *x, const struct upstream_result *r)
 		{ FAIL_CONNECT, 502, "upstream_connect_failed" }, { FAIL_TLS, 502, "upstream_tls_failed" },
 		{ FAIL_TIMEOUT_HEAD, 504, "upstream_timeout" }, { FAIL_TIMEOUT_IDLE, 504, "upstream_timeout" },
 		{ FAIL_TIMEOUT_TOTAL, 504, "upstream_timeout" }, { FAIL_CLOSED, 502, "upstream_closed" },
+		{ FAIL_NOMEM, 503, "overloaded" },
 	};
 
 	if (finished(x))

@@ -255,9 +255,27 @@ json_parse(struct json *j, struct arena *a, const char *src, size_t len)
 int
 json_parse_buf(struct json *j, struct buf *store, const char *src, size_t len)
 {
-	int n = json_count(src, len);
+	size_t cap = store->size / sizeof(jsmntok_t), b;
+	jsmn_parser p;
+	int n;
 
-	if (n <= 0)
+	if (!json_valid(src, len))
+		return -1;
+	b = skip_ws(src, 0, len);
+	/* Usually the tokens fit what the last chunk needed: one jsmn pass, not two. */
+	if (cap > 0 && (src[b] == '{' || src[b] == '[')) {
+		jsmn_init(&p);
+		n = jsmn_parse(&p, src, len, (jsmntok_t *)(void *)store->data, (unsigned)cap);
+		if (n > 0) {
+			j->tok = (jsmntok_t *)(void *)store->data;
+			j->src = src;
+			j->ntok = n;
+			return n;
+		}
+		if (n != JSMN_ERROR_NOMEM)
+			return -1;
+	}
+	if ((n = json_count(src, len)) <= 0)
 		return -1;
 	store->len = 0;
 	if (buf_reserve(store, (size_t)n * sizeof(jsmntok_t)) != BUF_OK)

@@ -89,6 +89,7 @@ static const enum router_action actions[] = {
 	[FAIL_OTHER_4XX] = ROUTE_STOP, [FAIL_TOO_LARGE] = ROUTE_STOP,
 	[FAIL_TIMEOUT_IDLE] = ROUTE_RETRY, [FAIL_TIMEOUT_TOTAL] = ROUTE_NEXT,
 	[FAIL_PROVIDER] = ROUTE_RETRY,     /* an error event before any content */
+	[FAIL_NOMEM] = ROUTE_STOP,         /* our memory: another provider would not help */
 };
 
 /* The class as fallback_on names it (the classes it cannot name count as their nearest). */
@@ -118,7 +119,7 @@ router_action(const struct plan *p, enum fail_class cls)
 static int
 provider_fault(enum fail_class c)
 {
-	return c != FAIL_CLIENT && c != FAIL_OTHER_4XX && c != FAIL_TOO_LARGE;
+	return c != FAIL_CLIENT && c != FAIL_OTHER_4XX && c != FAIL_TOO_LARGE && c != FAIL_NOMEM;
 }
 
 /* Full jitter: a uniform delay in [0, min(max, base * 2^n)). */

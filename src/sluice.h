@@ -123,6 +123,7 @@ enum fail_class {
 	FAIL_TIMEOUT_IDLE,           /* a gap between chunks over timeout_idle */
 	FAIL_TIMEOUT_TOTAL,
 	FAIL_PROVIDER,               /* an error event inside a stream */
+	FAIL_NOMEM,                  /* the gateway's own memory ran out: not the provider's fault */
 };
 
 struct cfg_provider {

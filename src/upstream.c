@@ -19,7 +19,8 @@
 #include <curl/curl.h>
 #include "sluice.h"
 
-#define HANDLE_CACHE 64
+#define HANDLE_CACHE     64
+#define IDLE_CONNECTIONS 64  /* provider connections kept open for reuse (each costs memory) */
 
 static struct {
 	CURLM        *multi;
@@ -145,7 +146,7 @@ upstream_init(const struct config *cfg, char *err, size_t errlen)
 	/* Every client request holds at most one upstream connection, and idle ones are kept for
 	 * reuse, up to the same bound, so the fd budget of the loop is never exceeded. */
 	curl_multi_setopt(U.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)max_connections);
-	curl_multi_setopt(U.multi, CURLMOPT_MAXCONNECTS, (long)(max_connections < 256 ? max_connections : 256));
+	curl_multi_setopt(U.multi, CURLMOPT_MAXCONNECTS, (long)(max_connections < IDLE_CONNECTIONS ? max_connections : IDLE_CONNECTIONS));
 	loop_on_tick(resume_pending, NULL);
 	return 0;
 }
@@ -270,6 +271,8 @@ classify_curl(CURLcode rc, CURL *e)
 	curl_off_t connect_time = 0;
 
 	switch (rc) {
+	case CURLE_OUT_OF_MEMORY:
+		return FAIL_NOMEM;
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
 	case CURLE_COULDNT_CONNECT:
@@ -348,7 +351,13 @@ upstream_start(struct upstream *u, const struct upstream_req *req, const struct 
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, u->errbuf);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)p->timeout_connect);
-	curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca);
+	/* libcurl copies the bundle into every connection it configures, so only TLS ones get it. */
+	if (strncmp(req->url, "https:", 6) == 0)
+		curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca);
+	/* The smallest buffers libcurl allows: a request body is small, an event is small, and
+	 * memory per stream is what bounds how many streams fit. */
+	curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -33,6 +33,9 @@ enum framing { FRAMING_SSE, FRAMING_NDJSON };
 struct adapter {
 	const char *name;
 	enum framing framing;      /* FRAMING_SSE (0) unless set */
+	/* The stream must end with the provider's own end marker (message_stop, done:true, …); a
+	 * finish reason alone is not enough. OpenAI-compatible servers: [DONE] or a finish. */
+	int          end_marker;
 	/* Build the upstream request: URL, headers and body (into body, capped). */
 	int  (*encode)(struct exchange *x, struct upstream_req *req, struct buf *body);
 	/* One streamed frame: an SSE event (NDJSON adapters get each line as data). */

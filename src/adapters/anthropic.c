@@ -908,6 +908,7 @@ error(struct exchange *x, long status, const char *p, size_t n, struct failure *
 
 const struct adapter adapter_anthropic = {
 	.name = "anthropic",
+	.end_marker = 1, /* message_stop */
 	.encode = encode,
 	.stream_event = stream_event,
 	.response = response,

@@ -37,6 +37,7 @@
 #                                  wrk and the proxy pinned to one core, the scheduler, not the
 #                                  proxy, would decide the c=50 figures.
 #   BENCH_LOGS=build/bench/logs    where every run's raw output is kept
+#   BENCH_SLUICE_MEMORY=256M       sluice's [server] memory (1,000 streams need more than 64M)
 #   BENCH_NO_WRK=1, BENCH_NO_NGINX=1  behave as if wrk / nginx were not installed
 # The streams use `tps`, not `drip`: the mock then sends the first content right after the role
 # chunk, so the time to first byte is the same for a plain proxy (which passes the role chunk on
@@ -199,7 +200,7 @@ if [ -x "$SLUICE" ]; then
   cat >"$TMP/sluice.ini" <<EOF
 [server]
 listen = 127.0.0.1:$SLUICE_PORT
-memory = 64M
+memory = ${BENCH_SLUICE_MEMORY:-256M}
 max_connections = 4096
 
 [provider.mock]
@@ -434,6 +435,11 @@ hwm_cell() {
 }
 printf '| peak RSS (VmHWM) at the end | %s (the mock) | %s (worker) | %s | |\n' \
   "$(hwm_cell direct)" "$(hwm_cell nginx)" "$(hwm_cell sluice)"
+if [ -n "$SLUICE_PORT" ] && health=$(curl -s "http://127.0.0.1:$SLUICE_PORT/healthz" 2>/dev/null); then
+  # The arena's own high-water mark: what the memory setting must hold at this load.
+  printf '| sluice memory high-water (of %s reserved) | | | %s KiB | |\n' "${BENCH_SLUICE_MEMORY:-256M}" \
+    "$(printf '%s' "$health" | sed -n 's/.*"high_water":\([0-9]*\).*/\1/p' | awk '{printf "%d", $1 / 1024}')"
+fi
 echo
 echo "Measured in ${ELAPSED}s. Raw output of every run: $LOGS/. Noisy on few cores: compare ratios, not absolutes."
 exit 0

@@ -416,8 +416,11 @@ def test_failure_classes_that_retry_the_same_target_then_fall_back():
 
 def test_closed_before_the_head_is_one_request_per_attempt():
     # The provider reads the request and closes without a response. On a fresh upstream
-    # connection and on a kept-alive one (a served request first) alike, an attempt must be one
-    # request: retries = 1 means exactly two at the flaky target, then the fallback.
+    # connection an attempt is one request: retries = 1 means exactly two at the flaky target,
+    # then the fallback. On a kept-alive connection libcurl itself re-sends a request once on a
+    # fresh connection when the reused one closes before a byte of answer (what a stale
+    # keep-alive connection looks like; README documents it), so that first attempt may reach
+    # the provider twice — never more.
     for warm_first in (False, True):
         for streamed in (False, True):
             s, m = class_gateway()                  # a new sluice: no upstream connection yet
@@ -427,7 +430,8 @@ def test_closed_before_the_head_is_one_request_per_attempt():
             r, c, what = class_case(s, m, "closed before the head", "drop_head", streamed)
             what += ", upstream connection " + ("reused" if warm_first else "fresh")
             served(r, "mock", "healthy", 3, what)
-            eq(c, {"flaky": 2, "healthy": 1}, f"{what}: requests (retries = 1: twice, then next)")
+            want = [{"flaky": 2, "healthy": 1}] + ([{"flaky": 3, "healthy": 1}] if warm_first else [])
+            check(c in want, f"{what}: requests {c}, want one of {want} (retries = 1: twice, then next)")
 
 
 def test_failure_classes_that_move_to_the_next_target_at_once():

@@ -435,6 +435,10 @@ static const struct inline_case {
 	  START TEXT_X, 200,
 	  ROLE_X "data: {\"error\":{\"message\":\"the provider's stream ended without its end marker or a finish reason\","
 	  "\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}\n\n" },
+	{ "a stream cut after message_delta, before message_stop: interrupted (a finish is not the end)", REQ_STREAM,
+	  START TEXT_X STOP_AS("end_turn"), 200,
+	  ROLE_X CHUNK("{}", "\"stop\"") "data: {\"error\":{\"message\":\"the provider's stream ended without its end marker or a finish reason\","
+	  "\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}\n\n" },
 	{ "a stream that stops before content: a clean 502", REQ_STREAM, START, 502,
 	  "{\"error\":{\"message\":\"the provider's stream ended without its end marker or a finish reason\","
 	  "\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_closed\"}}" },
