@@ -374,7 +374,8 @@ check('ollama: NDJSON stream ends with done:true and counts; stream:false answer
 // ---------------------------------------------------------------------------------------------
 // Fixture replay
 
-const fixtureFiles = fs.readdirSync(FIXTURES).filter((f) => !f.endsWith('.source.txt')).sort();
+const fixtureFiles = fs.readdirSync(FIXTURES)
+  .filter((f) => !f.endsWith('.source.txt') && fs.statSync(path.join(FIXTURES, f)).isFile()).sort();
 for (const f of fixtureFiles) {
   check(`fixture=${f} replays the file verbatim`, async () => {
     const want = fs.readFileSync(path.join(FIXTURES, f), 'utf8');
