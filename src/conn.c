@@ -116,15 +116,6 @@ refuse(int fd, const char *code, const char *msg)
 
 /* ---- request ids ---- */
 
-static uint64_t
-splitmix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ULL;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-	return x ^ (x >> 31);
-}
-
 static void
 new_request_id(char *out, size_t len)
 {

@@ -351,6 +351,14 @@ xc_error_message(const char *p, size_t n, struct failure *f)
 	snprintf(f->msg, sizeof f->msg, "%.*s", (int)(n > 300 ? 300 : n), p);
 }
 
+/* The error hook of providers whose error bodies are OpenAI-shaped, flat or plain text. */
+void
+xc_error_default(struct exchange *x, long status, const char *p, size_t n, struct failure *f)
+{
+	xc_classify_status(status, f);
+	xc_error_message(p, n, f);
+}
+
 static int
 on_head(void *ud, struct upstream *u)
 {

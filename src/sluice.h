@@ -14,6 +14,16 @@
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
+/* A well-mixed 64-bit value from a counter (ids: request ids, completion ids). */
+static inline uint64_t
+splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
 /* log.c — diagnostics and the one-line-per-request log, to stderr, plain or JSON. */
 void log_set_format(int json);
 int  log_is_json(void);

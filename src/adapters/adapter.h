@@ -173,6 +173,7 @@ int  xc_json(struct exchange *x, struct json *j, const char *p, size_t n);
 /* The provider's error status → the status the client gets, and the failure class. */
 void xc_classify_status(long status, struct failure *f);
 void xc_error_message(const char *p, size_t n, struct failure *f);
+void xc_error_default(struct exchange *x, long status, const char *p, size_t n, struct failure *f);
 
 /*
  * emit_openai.c — canonical events → OpenAI's shapes (DESIGN.md §2). Decoders of providers that

@@ -43,16 +43,10 @@ response(struct exchange *x, const char *p, size_t n)
 	return adapter_openai.response(x, p, n);
 }
 
-static void
-error(struct exchange *x, long status, const char *p, size_t n, struct failure *f)
-{
-	adapter_openai.error(x, status, p, n, f);
-}
-
 const struct adapter adapter_azure = {
 	.name = "azure",
 	.encode = encode,
 	.stream_event = stream_event,
 	.response = response,
-	.error = error,
+	.error = xc_error_default,
 };

@@ -119,15 +119,6 @@ no_room(struct exchange *x, int rc)
 
 /* ---- the exchange's identity ---- */
 
-static uint64_t
-splitmix64(uint64_t v)
-{
-	v += 0x9e3779b97f4a7c15ULL;
-	v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	v = (v ^ (v >> 27)) * 0x94d049bb133111ebULL;
-	return v ^ (v >> 31);
-}
-
 static void
 identity(struct exchange *x)
 {

@@ -369,18 +369,11 @@ response(struct exchange *x, const char *p, size_t n)
 	return 0;
 }
 
-static void
-error(struct exchange *x, long status, const char *p, size_t n, struct failure *f)
-{
-	xc_classify_status(status, f);
-	xc_error_message(p, n, f);
-}
-
 const struct adapter adapter_ollama = {
 	.name = "ollama",
 	.framing = FRAMING_NDJSON,
 	.encode = encode,
 	.stream_event = stream_event,
 	.response = response,
-	.error = error,
+	.error = xc_error_default,
 };

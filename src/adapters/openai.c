@@ -223,17 +223,10 @@ response(struct exchange *x, const char *p, size_t n)
 	return xc_body(x, v, rewrite_model(x, &j, p, n, v));
 }
 
-static void
-error(struct exchange *x, long status, const char *p, size_t n, struct failure *f)
-{
-	xc_classify_status(status, f);
-	xc_error_message(p, n, f);
-}
-
 const struct adapter adapter_openai = {
 	.name = "openai",
 	.encode = encode,
 	.stream_event = stream_event,
 	.response = response,
-	.error = error,
+	.error = xc_error_default,
 };
