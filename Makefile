@@ -101,6 +101,14 @@ $(B)/obj/test/tlsprobe.o: test/system/tlsprobe.c $(V)/.built $(wildcard src/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The cost of translation per stream event (make bench), linked like the unit tests; not stripped
+# (callgrind_annotate names the functions).
+$(B)/xlbench: $(B)/obj/test/xlbench.o $(LIB_OBJS)
+	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+$(B)/obj/test/xlbench.o: test/bench/xlbench.c $(V)/.built $(B)/gen/deps.h $(wildcard src/*.h src/adapters/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
 unit: $(B)/unit
 	$(RUNNER) $(B)/unit
 
@@ -110,7 +118,7 @@ test:
 run: $(B)/sluice
 	$(B)/sluice
 
-bench: $(B)/sluice
+bench: $(B)/sluice $(B)/xlbench
 	@test/bench/run.sh
 
 deps:
