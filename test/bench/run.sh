@@ -442,4 +442,60 @@ if [ -n "$SLUICE_PORT" ] && health=$(curl -s "http://127.0.0.1:$SLUICE_PORT/heal
 fi
 echo
 echo "Measured in ${ELAPSED}s. Raw output of every run: $LOGS/. Noisy on few cores: compare ratios, not absolutes."
+
+# ---- the cost of translation (issue 6 point 9) ----------------------------------------------
+# build/x86_64/xlbench replays recorded provider streams (test/fixtures) through a real exchange
+# into a sink that only counts, one upstream SSE event per feed. ns: wall clock, best of 5 runs.
+# Instructions: valgrind --tool=callgrind (the same count on a noisy machine), as
+# (Ir of K iterations − Ir of 1) / ((K − 1) × events per iteration): process start-up excluded,
+# each exchange's own set-up and release included. Target: under 5,000 instructions per chunk.
+XLBENCH=${XLBENCH:-build/x86_64/xlbench}
+XL_ITERS=${BENCH_XL_ITERS:-200}
+declare -A XL
+if [ -x "$XLBENCH" ]; then
+  if "$XLBENCH" >"$LOGS/xlbench.kv" 2>"$LOGS/xlbench.log"; then
+    while IFS='=' read -r k v; do [ -n "$k" ] && XL[$k]=$v; done <"$LOGS/xlbench.kv"
+  else
+    say "xlbench failed: see $LOGS/xlbench.log"
+  fi
+  if command -v valgrind >/dev/null; then
+    for m in anthropic gemini; do
+      for k in 1 "$XL_ITERS"; do
+        valgrind --tool=callgrind --callgrind-out-file="$LOGS/callgrind.$m.$k.out" "$XLBENCH" "$m" "$k" \
+          >"$LOGS/callgrind.$m.$k.kv" 2>"$LOGS/callgrind.$m.$k.log" || say "callgrind $m $k failed: see $LOGS/callgrind.$m.$k.log"
+      done
+      a=$(sed -n 's/^summary: *//p' "$LOGS/callgrind.$m.1.out" 2>/dev/null)
+      b=$(sed -n 's/^summary: *//p' "$LOGS/callgrind.$m.$XL_ITERS.out" 2>/dev/null)
+      e=$(sed -n "s/^$m.events=//p" "$LOGS/callgrind.$m.1.kv" 2>/dev/null)
+      c=$(sed -n "s/^$m.chunks=//p" "$LOGS/callgrind.$m.1.kv" 2>/dev/null)
+      if [ -n "$a" ] && [ -n "$b" ] && [ -n "$e" ] && [ "$XL_ITERS" -gt 1 ]; then
+        XL[$m.ir_per_event]=$(awk -v a="$a" -v b="$b" -v k="$XL_ITERS" -v e="$e" 'BEGIN { printf "%.0f", (b - a) / ((k - 1) * e) }')
+        XL[$m.ir_per_chunk_out]=$(awk -v a="$a" -v b="$b" -v k="$XL_ITERS" -v c="$c" 'BEGIN { printf "%.0f", (b - a) / ((k - 1) * c) }')
+      fi
+    done
+  else
+    say "valgrind is not installed ('vendor/deps.sh test' installs it): instructions per chunk are skipped"
+    XL[skip]="valgrind not installed"
+  fi
+else
+  say "$XLBENCH is missing ('make $XLBENCH' builds it): the cost of translation is skipped"
+fi
+xl_row() { # NAME
+  local m=$1 ir=${XL[$1.ir_per_event]:-} verdict=
+  [ -n "$ir" ] && { [ "$ir" -lt 5000 ] && verdict="under the 5,000 target" || verdict="**over** the 5,000 target"; }
+  printf '| %s | %s | %s | %s | %s | %s |\n' "${XL[$m.label]:-$m}: ns / instructions per chunk" \
+    "${XL[$m.ns_per_event]:-–} / ${ir:-${XL[skip]:-–}}" "${verdict:-–}" \
+    "${XL[$m.events]:-–} in (${XL[$m.bytes_in]:-–} B) → ${XL[$m.chunks]:-–} out (${XL[$m.bytes_out]:-–} B)" \
+    "${XL[$m.ns_per_chunk_out]:-–} / ${XL[$m.ir_per_chunk_out]:-–}" \
+    "$(awk -v i="$ir" -v n="${XL[$m.bytes_in]:-}" -v e="${XL[$m.events]:-}" 'BEGIN { if (i == "" || n == "" || e == "") print "–"; else printf "%.0f", i * e / n }')"
+}
+if [ -x "$XLBENCH" ]; then
+  echo
+  echo "Cost of translation ($XLBENCH: test/fixtures streams replayed through a real exchange into a counting sink, one upstream event per feed; a chunk = one upstream event; instructions by callgrind, $XL_ITERS iterations minus 1; target: under 5,000 instructions per chunk):"
+  echo
+  echo "| translation | ns / instructions per chunk | target | events per iteration → chunks out | ns / instructions per chunk out | instructions per input byte |"
+  echo "|---|---|---|---|---|---|"
+  xl_row anthropic
+  xl_row gemini
+fi
 exit 0
