@@ -50,6 +50,10 @@ scan_string(const char *s, size_t i, size_t n)
 	for (i++; i < n;) {
 		size_t l;
 
+		/* A run of ordinary bytes (printable ASCII, neither quote nor backslash) first. */
+		while (u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+			if (++i == n)
+				return 0;
 		if (u[i] == '"')
 			return i + 1;
 		if (u[i] < 0x20)
@@ -92,7 +96,8 @@ scan_scalar(const char *s, size_t i, size_t n)
 	static const char *const lits[] = { "true", "false", "null" };
 	size_t d;
 
-	for (size_t k = 0; k < NELEM(lits); k++) {
+	/* Literals all start with a letter from f on; a number never does. */
+	for (size_t k = 0; k < NELEM(lits) && s[i] >= 'f'; k++) {
 		size_t l = strlen(lits[k]);
 		if (n - i >= l && memcmp(s + i, lits[k], l) == 0)
 			return i + l;
