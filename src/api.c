@@ -226,6 +226,14 @@ post_chat_completions(struct conn *c)
 		return;
 	m = &r->j.tok[r->model];
 	len = json_unescape(r->body + m->start, (size_t)(m->end - m->start), name, sizeof name);
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) {
+			/* It would end up in headers (x-sluice-model) and upstream URLs. */
+			conn_error(c, 400, "invalid_request_error", NULL, "model",
+			    "the model name contains a control character");
+			return;
+		}
+	}
 	if ((rc = router_plan(A.cfg, name, len, r, a, &plan, why, sizeof why)) < 0) {
 		if (rc == -2)
 			conn_error(c, 503, "server_error", "overloaded", NULL, OUT_OF_MEMORY);

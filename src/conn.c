@@ -72,6 +72,8 @@ static struct {
 
 static void conn_on_event(int fd, unsigned events, void *ud);
 static void conn_parse(struct conn *c);
+static void conn_watch_busy(struct conn *c);
+static void arm_write_timer(struct conn *c);
 static size_t conn_queued(const struct conn *c);
 static int conn_put_head(struct conn *c, int status, const char *ctype, const char *headers, int64_t len);
 static void new_request_id(char *out, size_t len);
@@ -174,6 +176,10 @@ on_timer(void *ud)
 		conn_fail(c, 408, "request_timeout", "the request body stalled for longer than idle_timeout");
 		break;
 	case C_BUSY:
+		if (conn_queued(c) > 0) {
+			log_msg("%s: the client read nothing for idle_timeout; closing", c->rid);
+			conn_close(c);
+		}
 		break;
 	}
 }
@@ -304,6 +310,7 @@ conn_request_done(struct conn *c)
 	c->parsed = 0;
 	http_req_next(&c->req);
 	c->answered = 0;
+	c->rid[0] = '\0';
 	c->head_sent = 0;
 	c->chunked = 0;
 	c->sent_continue = 0;
@@ -316,7 +323,6 @@ conn_request_done(struct conn *c)
 	return 0;
 }
 
-/* Write what is queued. Returns -1 if the connection was closed. */
 /* Bytes queued and not yet written: the write buffer, then the borrowed body. */
 static size_t
 conn_queued(const struct conn *c)
@@ -350,6 +356,28 @@ conn_advance_written(struct conn *c, size_t n)
 	}
 }
 
+/* What a connection waits for while its answer is made or written: output to write if any is
+ * queued, and input only while the read buffer has room (a full one would report readable
+ * for ever and spin the loop). */
+static void
+conn_watch_busy(struct conn *c)
+{
+	unsigned ev = conn_queued(c) > 0 ? LOOP_WRITE : 0;
+
+	if (c->state != C_LINGER && c->rbuf.len < c->rbuf.max)
+		ev |= LOOP_READ;
+	loop_watch(c->fd, ev, conn_on_event, c);
+}
+
+/* A client that reads nothing of its answer for idle_timeout is let go: it would hold its slot
+ * and its memory for ever. Re-armed whenever a write stalls after progress. */
+static void
+arm_write_timer(struct conn *c)
+{
+	if (c->state == C_BUSY)
+		loop_timer_set(&c->timer, S.cfg->server.idle_timeout, on_timer, c);
+}
+
 /* Write what is queued. Returns -1 if the connection was closed. */
 static int
 conn_flush(struct conn *c)
@@ -369,7 +397,8 @@ conn_flush(struct conn *c)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && errno == EAGAIN) {
-			loop_watch(c->fd, LOOP_READ | LOOP_WRITE, conn_on_event, c);
+			conn_watch_busy(c);
+			arm_write_timer(c);
 			return 0;
 		}
 		if (w <= 0) {
@@ -378,6 +407,8 @@ conn_flush(struct conn *c)
 		}
 		conn_advance_written(c, (size_t)w);
 	}
+	if (c->state == C_BUSY)
+		loop_timer_cancel(&c->timer); /* all written: no write stall to time */
 	buf_reset(&c->wbuf);
 	c->wdone = 0;
 	if (c->state == C_BUSY && c->answered)
@@ -386,8 +417,7 @@ conn_flush(struct conn *c)
 	if (c->state == C_BUSY && c->handler != NULL && c->handler->drained != NULL)
 		c->handler->drained(c->handler_ud);
 	if (c->state != C_LINGER)
-		loop_watch(c->fd, c->state == C_BUSY && c->rbuf.len == c->rbuf.max ? 0 : LOOP_READ,
-		    conn_on_event, c);
+		conn_watch_busy(c);
 	return 0;
 }
 
@@ -505,14 +535,17 @@ conn_on_readable(struct conn *c)
 {
 	ssize_t n = conn_read(c);
 
-	if (n == -2)
+	if (n == -2) {
+		if (c->state == C_BUSY && c->rbuf.len == c->rbuf.max)
+			conn_watch_busy(c); /* no room: reading more would only spin */
 		return;
+	}
 	if (n == -3) {
 		/* No memory for the bytes this client sent: answer 503 and let it go. */
 		if (c->state == C_LINGER) {
 			conn_close(c);
 		} else if (c->state == C_BUSY) {
-			loop_watch(c->fd, c->wbuf.len > c->wdone ? LOOP_WRITE : 0, conn_on_event, c);
+			conn_watch_busy(c);
 		} else {
 			conn_fail(c, 503, "overloaded", "the gateway is out of memory; retry shortly");
 		}
@@ -530,7 +563,7 @@ conn_on_readable(struct conn *c)
 	if (c->state == C_BUSY) {
 		/* Pipelined bytes wait in the buffer; stop reading when it is full. */
 		if (c->rbuf.len == c->rbuf.max)
-			loop_watch(c->fd, c->wbuf.len > c->wdone ? LOOP_WRITE : 0, conn_on_event, c);
+			conn_watch_busy(c);
 		return;
 	}
 	conn_parse(c);

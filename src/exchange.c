@@ -82,7 +82,7 @@ static void
 answer_failure(struct exchange *x)
 {
 	struct failure *f = &x->fail;
-	char body[1024];
+	char body[6 * sizeof x->fail.msg + 256]; /* every byte of the message escaped as \u00XX */
 	struct buf b = { .data = body, .size = sizeof body, .max = sizeof body };
 	struct iovec v[3];
 
@@ -521,8 +521,11 @@ on_gone(void *ud)
 {
 	struct exchange *x = ud;
 
-	if (!finished(x))
+	if (!finished(x)) {
+		if (x->state == X_ATTEMPT && x->target != NULL)
+			router_abandon(x->target);
 		xc_state(x, X_INTERRUPTED);
+	}
 	release(x);
 }
 
@@ -615,7 +618,7 @@ retry_after_ms(const char *v)
 		return -1;
 	secs = strtol(v, &end, 10);
 	if (end != v && *end == '\0')
-		return secs < 0 ? 0 : (int64_t)secs * 1000;
+		return secs < 0 ? 0 : secs > 86400 * 365 ? INT64_MAX / 2 : (int64_t)secs * 1000;
 	memset(&tm, 0, sizeof tm);
 	if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm) == NULL)
 		return -1;
@@ -683,6 +686,8 @@ on_deadline(void *ud)
 		return;
 	upstream_abort(&x->up);
 	loop_timer_cancel(&x->retry_timer);
+	if (x->state == X_ATTEMPT)
+		router_abandon(x->target);
 	if (x->state == X_ATTEMPT) {
 		x->fail.msg[0] = '\0';
 		xc_fail(x, FAIL_TIMEOUT_FIRST_TOKEN, 504, "upstream_timeout", "%s: no content before the deadline",

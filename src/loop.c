@@ -208,15 +208,16 @@ loop_timer_init(struct timer *t)
 int
 loop_timer_set(struct timer *t, uint64_t ms, loop_timer_fn *fn, void *ud)
 {
-	if (t->idx >= 0)
-		heap_remove(t->idx);
-	if (L.nheap == L.heapcap) {
+	/* Room first: a timer that cannot be re-armed keeps its old deadline, never none. */
+	if (L.nheap == L.heapcap && t->idx < 0) {
 		struct timer **h = mem_realloc(L.heap, (size_t)L.heapcap * 2 * sizeof *h);
 		if (h == NULL)
 			return -1;
 		L.heap = h;
 		L.heapcap *= 2;
 	}
+	if (t->idx >= 0)
+		heap_remove(t->idx);
 	t->when = L.now + ms;
 	t->fn = fn;
 	t->ud = ud;

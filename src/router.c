@@ -177,6 +177,15 @@ router_report(const struct target *t, int ok, enum fail_class cls)
 	}
 }
 
+/* An attempt ended with no verdict on the provider (the client left, the deadline cut it): a
+ * half-open probe must not keep the breaker shut for ever. */
+void
+router_abandon(const struct target *t)
+{
+	if (t->stats != NULL)
+		t->stats->probing = 0;
+}
+
 void
 router_observe(const struct target *t, uint64_t ttft_ms, long tokens, uint64_t gen_ms)
 {

@@ -95,6 +95,7 @@ enum router_action router_action(const struct plan *p, enum fail_class cls);
 uint64_t router_backoff(const struct plan *p, int n);
 void     router_attempt_start(const struct target *t);
 void     router_report(const struct target *t, int ok, enum fail_class cls);
+void     router_abandon(const struct target *t);
 void     router_observe(const struct target *t, uint64_t ttft_ms, long tokens, uint64_t gen_ms);
 
 enum xstate { X_PLANNED, X_ATTEMPT, X_BACKOFF, X_COMMITTED, X_DONE, X_INTERRUPTED, X_FAILED };

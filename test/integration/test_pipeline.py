@@ -8,6 +8,7 @@ a configured [model]. What sluice must send the client is derived from what the 
 asked directly (Mock.direct()): the same events, `model` rewritten, nothing else changed.
 """
 import json
+import os
 import re
 import socket
 import threading
@@ -1101,3 +1102,56 @@ def test_fifty_concurrent_streams_intact():
 
 
 test_fifty_concurrent_streams_intact.timeout = 60
+
+
+# --- found in review: a busy connection whose client pipelines a lot and reads slowly -----------
+
+def _cpu_seconds(pid):
+    f = open(f"/proc/{pid}/stat").read().split(")")[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pipelined_big_answer(s, stream, extra):
+    body = json.dumps(chat_body("mock/huge=3000000", stream)).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", s.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body + b"X" * extra)
+    return sock
+
+
+def test_full_read_buffer_while_busy_neither_spins_nor_forgets_the_answer():
+    # The client pipelines more bytes than the read buffer holds and reads its 3 MB answer
+    # slowly: sluice must not spin on the readable socket, and (non-streamed: the body is
+    # borrowed, not in the write buffer) must still write the whole answer.
+    for stream in (False, True):
+        with pipeline() as (s, m):
+            sock = _pipelined_big_answer(s, stream, 60000)
+            c0 = _cpu_seconds(s.proc.pid)
+            time.sleep(2)
+            used = _cpu_seconds(s.proc.pid) - c0
+            check(used < 0.5, f"stream={stream}: sluice used {used:.2f} CPU seconds in 2 s while "
+                  f"the client was not reading (a spinning loop)")
+            sock.settimeout(10)
+            got = b""
+            try:
+                while b"0\r\n\r\n" not in got[-64:] and not (not stream and len(got) > 3000000):
+                    d = sock.recv(1 << 20)
+                    if not d:
+                        break
+                    got += d
+            except socket.timeout:
+                fail(f"stream={stream}: the answer stopped after {len(got)} bytes")
+            check(len(got) > 3000000, f"stream={stream}: only {len(got)} bytes of a 3 MB answer")
+            sock.close()
+
+
+def test_model_name_with_control_characters_is_refused():
+    # It would otherwise reach the x-sluice-model header (response splitting).
+    with pipeline() as (s, m):
+        c = s.connect()
+        post(c, chat_body("mock/a\r\nX-Injected: yes"))
+        r = c.read_response()
+        assert_error(r, 400, None, what="model name with CR LF")
+        eq(r.header("x-injected"), None, "an injected header")

@@ -800,6 +800,26 @@ def test_breaker_half_open_success_closes_it():
     eq(counts(m), {"b-primary": 2}, "requests after the cooldown")
 
 
+def test_breaker_probe_abandoned_by_its_client_does_not_keep_it_open():
+    # The half-open probe's client goes away before any answer: that says nothing about the
+    # provider, and the breaker must not stay shut for ever (found in review).
+    s, m = breaker_gateway()
+    scenario(m, "b-primary", "status=503")
+    for _ in range(3):
+        sync(s, "brk")
+    time.sleep(1.15)
+    scenario(m, "b-primary", "stall_head=3000")
+    c = s.connect(5)
+    post(c, body_of("brk", False))
+    time.sleep(0.3)                            # the probe is in flight at b-primary
+    c.close()                                  # and its client leaves
+    time.sleep(0.3)
+    scenario(m, "b-primary", None)             # the provider is fine
+    reset(m)
+    served(sync(s, "brk"), "mock", "b-primary", 1, "after an abandoned probe: probed again")
+    eq(counts(m), {"b-primary": 1}, "requests after the abandoned probe")
+
+
 def test_breaker_half_open_failure_reopens_it_at_once():
     s, m = breaker_gateway()
     scenario(m, "b-primary", "status=503")
