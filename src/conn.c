@@ -516,6 +516,12 @@ conn_read(struct conn *c)
 	room = c->rbuf.max - c->rbuf.len;
 	if (room == 0)
 		return -2;
+	/* Read into the room the buffer has; grow it (doubling, from 2 KiB) only when it is nearly
+	 * full: most requests are small, and every idle or streaming connection keeps its buffer. */
+	if (c->rbuf.size - c->rbuf.len >= 1024)
+		room = c->rbuf.size - c->rbuf.len < room ? c->rbuf.size - c->rbuf.len : room;
+	else if (room > (c->rbuf.size ? c->rbuf.size : 2048))
+		room = c->rbuf.size ? c->rbuf.size : 2048;
 	if (room > READ_CHUNK)
 		room = READ_CHUNK;
 	rc = buf_reserve(&c->rbuf, room);
