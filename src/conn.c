@@ -32,7 +32,6 @@
 #define ACCEPT_BATCH 64
 
 enum conn_state { C_IDLE, C_HEAD, C_BODY, C_BUSY, C_LINGER };
-static const char *const state_names[] = { "IDLE", "HEAD", "BODY", "BUSY", "LINGER" };
 
 struct conn {
 	int             fd;
@@ -49,7 +48,7 @@ struct conn {
 	uint64_t        t_start;     /* ms: the request's first byte */
 	int             status;      /* of the answer, for the log */
 	uint64_t        bytes_out;   /* body bytes of the answer, for the log */
-	unsigned        answered : 1, close_after : 1, sent_continue : 1, dirty : 1, eof : 1;
+	unsigned        answered : 1, close_after : 1, sent_continue : 1, dirty : 1;
 	unsigned        head_sent : 1, chunked : 1;
 	struct iovec    borrowed[3]; /* body bytes owned by the request, written after wbuf */
 	int             nborrowed;
@@ -202,7 +201,6 @@ conn_set_state(struct conn *c, enum conn_state to)
 		loop_timer_set(&c->timer, ms, on_timer, c);
 	else
 		loop_timer_cancel(&c->timer);
-	(void)state_names;
 }
 
 static void

@@ -350,7 +350,7 @@ dispatch_fired(int n)
 	}
 }
 
-void
+static void
 loop_run_once(void)
 {
 	int n, nf = 0;

@@ -255,7 +255,6 @@ int      loop_on_tick(loop_tick_fn *fn, void *ud);
 void     loop_wake(void);
 int      loop_signals(loop_signal_fn *fn, void *ud);
 void     loop_run(void);
-void     loop_run_once(void);
 void     loop_stop(void);
 uint64_t loop_now(void);       /* ms, monotonic, updated once per iteration */
 uint64_t loop_clock_ms(void);  /* ms, monotonic, read now */
@@ -414,7 +413,6 @@ const struct tls_ca *upstream_ca_for(const struct cfg_provider *p);
 int  upstream_start(struct upstream *u, const struct upstream_req *req, const struct upstream_cb *cb, void *ud);
 void upstream_resume(struct upstream *u);
 void upstream_abort(struct upstream *u);
-int  upstream_active(const struct upstream *u);
 void header_value(const char *p, size_t len, char *out, size_t outlen);
 
 /*

@@ -400,12 +400,6 @@ upstream_abort(struct upstream *u)
 		finish(u, NULL);
 }
 
-int
-upstream_active(const struct upstream *u)
-{
-	return u->easy != NULL;
-}
-
 /* Copy a header's value, trimmed, NUL-terminated and truncated to the buffer. */
 void
 header_value(const char *p, size_t len, char *out, size_t outlen)
