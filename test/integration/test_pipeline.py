@@ -1155,3 +1155,20 @@ def test_model_name_with_control_characters_is_refused():
         r = c.read_response()
         assert_error(r, 400, None, what="model name with CR LF")
         eq(r.header("x-injected"), None, "an injected header")
+
+
+def test_gateway_out_of_memory_mid_answer_is_503_and_never_a_fallback():
+    # memory = 1M: its largest run is 512K, so a 600000-byte answer can never be held. That is
+    # the gateway's own limit, not the provider's fault: 503 overloaded, the second target is
+    # not asked, and the server goes on serving.
+    models = {"oom": "mock/huge=600000, mock/tokens=3"}
+    with pipeline(server={"memory": "1M"}, models=models) as (s, m):
+        c = s.connect()
+        post(c, chat_body("oom"))
+        r = c.read_response()
+        assert_error(r, 503, "overloaded", type="server_error", what="an answer too big for memory")
+        by_model = m.stats().get("by_model", {})
+        eq(by_model.get("tokens=3", 0), 0, "requests to the fallback target")
+        c = s.connect()
+        post(c, chat_body("mock/tokens=3"))
+        assert_status(c.read_response(), 200, "a small request afterwards")
