@@ -732,6 +732,20 @@ conn_sink_head(struct conn *c, int status, const char *ctype, const char *header
 	return 0;
 }
 
+/* "%zx\r\n" without printf: this runs once per streamed event. */
+static int
+append_chunk_size(struct buf *b, size_t n)
+{
+	char tmp[2 * sizeof n + 2], *p = tmp + sizeof tmp;
+
+	*--p = '\n';
+	*--p = '\r';
+	do
+		*--p = "0123456789abcdef"[n & 15];
+	while ((n >>= 4) != 0);
+	return buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
 /* Body bytes from parts, copied (and framed as one chunk on a chunked answer). -1 if the queue is
  * full or the answer is not open. */
 int
@@ -747,7 +761,7 @@ conn_sink_write(struct conn *c, const struct iovec *parts, int nparts)
 	if (n == 0)
 		return 0;
 	if (c->chunked)
-		rc = buf_printf(&c->wbuf, "%zx\r\n", n);
+		rc = append_chunk_size(&c->wbuf, n);
 	for (int i = 0; i < nparts && rc == BUF_OK; i++)
 		rc = buf_append(&c->wbuf, parts[i].iov_base, parts[i].iov_len);
 	rc = rc ? rc : (c->chunked ? buf_append(&c->wbuf, "\r\n", 2) : BUF_OK);
