@@ -108,6 +108,32 @@ arena_strndup(struct arena *a, const char *s, size_t n)
 	return p;
 }
 
+/* The strings up to the NULL, joined: printf's cost (twice over) where there is nothing to format. */
+char *
+arena_cat(struct arena *a, ...)
+{
+	va_list ap;
+	size_t len = 0;
+	const char *s;
+	char *p, *o;
+
+	va_start(ap, a);
+	while ((s = va_arg(ap, const char *)) != NULL)
+		len += strlen(s);
+	va_end(ap);
+	if ((p = o = arena_alloc(a, len + 1)) == NULL)
+		return NULL;
+	va_start(ap, a);
+	while ((s = va_arg(ap, const char *)) != NULL) {
+		size_t n = strlen(s);
+		memcpy(o, s, n);
+		o += n;
+	}
+	va_end(ap);
+	*o = '\0';
+	return p;
+}
+
 char *
 arena_printf(struct arena *a, const char *fmt, ...)
 {

@@ -54,7 +54,7 @@ buf_reserve(struct buf *b, size_t extra)
 }
 
 int
-buf_append(struct buf *b, const void *p, size_t n)
+buf_append_grow(struct buf *b, const void *p, size_t n)
 {
 	int rc = buf_reserve(b, n);
 
@@ -64,12 +64,6 @@ buf_append(struct buf *b, const void *p, size_t n)
 		memcpy(b->data + b->len, p, n);
 	b->len += n;
 	return BUF_OK;
-}
-
-int
-buf_puts(struct buf *b, const char *s)
-{
-	return buf_append(b, s, strlen(s));
 }
 
 int
@@ -135,4 +129,18 @@ buf_free(struct buf *b)
 {
 	mem_free(b->data);
 	buf_init(b, b->max);
+}
+
+/* v in decimal, written backwards from the end of out[21]: returns where the digits start
+ * (printf's cost for a number on a hot path is a thousand instructions). */
+char *
+u64_dec(char out[21], uint64_t v)
+{
+	char *p = out + 20;
+
+	*p = '\0';
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	return p;
 }

@@ -1,18 +1,21 @@
 /*
- * json.c — JSON without trees. Reading: jsmn tokens over the request's own bytes (tokens in the
- * request's arena; a first pass counts them so the array is exactly as large as needed).
- * Writing: values are appended to a capped buffer, strings escaped here.
+ * json.c — JSON without trees. Reading: jsmn's tokens over the bytes themselves, laid down by a
+ * strict validating pass (one pass: jsmn only tokenizes, so it needed a validation pass of its
+ * own before it). Writing: values are appended to a capped buffer, strings escaped here.
  */
-#include <jsmn.h> /* first, without JSMN_HEADER: this file holds jsmn's code */
+#include <limits.h>
+#include <stdint.h>
 #include <string.h>
 #include "sluice.h"
 
 #define JSON_MAX_DEPTH 128
 
-static size_t
+static inline __attribute__((always_inline)) size_t
 skip_ws(const char *s, size_t i, size_t n)
 {
-	return json_skip_end(s, i, n);
+	while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+		i++;
+	return i;
 }
 
 /* One UTF-8 sequence at s[i]: its length, or 0 if malformed (overlong, surrogate, > U+10FFFF). */
@@ -41,19 +44,41 @@ utf8_len(const unsigned char *s, size_t i, size_t n)
 	return len;
 }
 
+/*
+ * The first byte among the eight at p that is not an ordinary string byte (printable ASCII,
+ * neither quote nor backslash), or 8. With no high bit set, a byte below 0x20 borrows in
+ * w - 0x20…, and a quote or backslash is a zero byte of w ^ '"'… or w ^ '\\'…, which borrows in
+ * x - 0x01…; a borrow sets that byte's high bit and only carries upwards, so the lowest byte
+ * flagged is the first extraordinary one.
+ */
+static inline __attribute__((always_inline)) size_t
+plain_run8(const unsigned char *p)
+{
+	uint64_t w = load_le64(p), q = w ^ (SWAR_ONES * '"'), b = w ^ (SWAR_ONES * '\\');
+	uint64_t m = (w | (w - SWAR_ONES * 0x20) | (q - SWAR_ONES) | (b - SWAR_ONES)) & SWAR_HIGH;
+
+	return m == 0 ? 8 : (size_t)__builtin_ctzll(m) >> 3;
+}
+
 /* A string starting at the quote s[i]: the index after its closing quote, or 0 if invalid. */
 static size_t
 scan_string(const char *s, size_t i, size_t n)
 {
 	const unsigned char *u = (const unsigned char *)s;
 
-	for (i++; i < n;) {
+	for (i++;;) {
 		size_t l;
 
-		/* A run of ordinary bytes (printable ASCII, neither quote nor backslash) first. */
-		while (u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
-			if (++i == n)
-				return 0;
+		/* A run of ordinary bytes first: eight at a time while there are eight, then one by one. */
+		while (i + 8 <= n && (l = plain_run8(u + i)) == 8)
+			i += 8;
+		if (i + 8 <= n)
+			i += l;
+		else
+			while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+				i++;
+		if (i >= n)
+			return 0;
 		if (u[i] == '"')
 			return i + 1;
 		if (u[i] < 0x20)
@@ -78,7 +103,6 @@ scan_string(const char *s, size_t i, size_t n)
 			return 0;
 		i += l;
 	}
-	return 0;
 }
 
 static size_t
@@ -127,182 +151,177 @@ scan_scalar(const char *s, size_t i, size_t n)
 }
 
 /*
- * A strict RFC 8259 check of the whole body, in one pass without recursion. jsmn only
- * tokenizes: it lets through missing or doubled commas, stray colons, bad literals and raw
- * control characters, so every body is validated here first.
+ * The tokens being laid down: those past cap are counted, not stored, so one call both checks
+ * and sizes (cap 0) and the caller can retry with room for the count.
  */
+struct tokens {
+	jsmntok_t *tok;
+	int        cap, n;
+};
+
+static inline __attribute__((always_inline)) int
+tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int parent)
+{
+	int i = z->n++;
+
+	if (i < z->cap)
+		z->tok[i] = (jsmntok_t){ .type = type, .start = (int)start, .end = (int)end, .parent = parent };
+	if (parent >= 0 && parent < z->cap)
+		z->tok[parent].size++;
+	return i;
+}
+
+/*
+ * A strict RFC 8259 check of the whole text in one pass without recursion, laying down the
+ * tokens jsmn (strict, with parent links) gives for the same text: type, start and end (a
+ * string's inside its quotes), size (an object's keys, an array's elements, 1 for a key) and
+ * parent (a value's key, a key's object, an element's array); the unit tests hold the two to
+ * the same answers. jsmn alone lets through missing or doubled commas, stray colons, bad
+ * literals and raw control characters; nothing here does. Returns the token count (tokens past
+ * cap counted, not stored) or -1 for malformed JSON.
+ */
+static int
+tokenize(const char *s, size_t n, jsmntok_t *tok, int cap)
+{
+	int open[JSON_MAX_DEPTH];  /* the open containers' tokens */
+	char kind[JSON_MAX_DEPTH]; /* and their brackets */
+	struct tokens z = { tok, cap, 0 };
+	int depth = 0, parent = -1;
+	size_t i, e;
+	char c;
+
+	if (n >= INT_MAX)
+		return -1;
+	i = skip_ws(s, 0, n);
+value: /* a value at i, its parent known */
+	if (i >= n)
+		return -1;
+	c = s[i];
+	if (c == '{' || c == '[') {
+		if (depth == JSON_MAX_DEPTH)
+			return -1;
+		open[depth] = tok_add(&z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, i, (size_t)-1, parent);
+		kind[depth++] = c;
+		i = skip_ws(s, i + 1, n);
+		if (i < n && s[i] == (c == '{' ? '}' : ']'))
+			goto close;
+		if (c == '{')
+			goto key;
+		parent = open[depth - 1];
+		goto value;
+	}
+	if ((e = c == '"' ? scan_string(s, i, n) : scan_scalar(s, i, n)) == 0)
+		return -1;
+	if (c == '"')
+		tok_add(&z, JSMN_STRING, i + 1, e - 1, parent);
+	else
+		tok_add(&z, JSMN_PRIMITIVE, i, e, parent);
+	i = e;
+after: /* after a value: a comma, the container's close, or the end */
+	i = skip_ws(s, i, n);
+	if (depth == 0)
+		return i == n ? z.n : -1; /* nothing may follow the one top-level value */
+	if (i >= n)
+		return -1;
+	if (s[i] == ',') {
+		i = skip_ws(s, i + 1, n);
+		if (kind[depth - 1] == '{')
+			goto key;
+		parent = open[depth - 1];
+		goto value;
+	}
+	if (s[i] != (kind[depth - 1] == '{' ? '}' : ']'))
+		return -1;
+close: /* s[i] closes the innermost container */
+	depth--;
+	if (open[depth] < cap)
+		tok[open[depth]].end = (int)i + 1;
+	i++;
+	goto after;
+key: /* a key, its colon, then its value */
+	if (i >= n || s[i] != '"' || (e = scan_string(s, i, n)) == 0)
+		return -1;
+	parent = tok_add(&z, JSMN_STRING, i + 1, e - 1, open[depth - 1]);
+	i = skip_ws(s, e, n);
+	if (i >= n || s[i] != ':')
+		return -1;
+	i = skip_ws(s, i + 1, n);
+	goto value;
+}
+
 int
 json_valid(const char *s, size_t n)
 {
-	enum { VALUE, VALUE_OR_CLOSE, KEY, KEY_OR_CLOSE, COLON, AFTER } st = VALUE;
-	char stack[JSON_MAX_DEPTH];
-	int depth = 0;
-	size_t i = skip_ws(s, 0, n);
-
-	while (i < n) {
-		char c = s[i];
-
-		switch (st) {
-		case VALUE_OR_CLOSE:
-			if (c == ']') {
-				depth--, i++, st = AFTER;
-				break;
-			}
-			/* fall through */
-		case VALUE:
-			if (c == '{' || c == '[') {
-				if (depth == JSON_MAX_DEPTH)
-					return 0;
-				stack[depth++] = c;
-				i++;
-				st = c == '{' ? KEY_OR_CLOSE : VALUE_OR_CLOSE;
-			} else if (c == '"') {
-				if ((i = scan_string(s, i, n)) == 0)
-					return 0;
-				st = AFTER;
-			} else {
-				if ((i = scan_scalar(s, i, n)) == 0)
-					return 0;
-				st = AFTER;
-			}
-			break;
-		case KEY_OR_CLOSE:
-			if (c == '}') {
-				depth--, i++, st = AFTER;
-				break;
-			}
-			/* fall through */
-		case KEY:
-			if (c != '"' || (i = scan_string(s, i, n)) == 0)
-				return 0;
-			st = COLON;
-			break;
-		case COLON:
-			if (c != ':')
-				return 0;
-			i++, st = VALUE;
-			break;
-		case AFTER:
-			if (depth == 0)
-				return 0; /* something after the one top-level value */
-			if (c == ',')
-				st = stack[depth - 1] == '{' ? KEY : VALUE;
-			else if ((c == '}' && stack[depth - 1] == '{') || (c == ']' && stack[depth - 1] == '['))
-				depth--;
-			else
-				return 0;
-			i++;
-			break;
-		}
-		i = skip_ws(s, i, n);
-	}
-	return st == AFTER && depth == 0;
+	return tokenize(s, n, NULL, 0) > 0;
 }
 
-/* Validate src and count its tokens: the count, or -1 for malformed JSON. */
-static int
-json_count(const char *src, size_t len)
-{
-	jsmn_parser p;
-	size_t b;
-
-	if (!json_valid(src, len))
-		return -1;
-	b = skip_ws(src, 0, len);
-	if (src[b] != '{' && src[b] != '[')
-		return 1; /* a lone scalar */
-	jsmn_init(&p);
-	return jsmn_parse(&p, src, len, NULL, 0);
-}
-
-/* Fill the n tokens counted by json_count into tok. */
-static int
-json_fill(struct json *j, const char *src, size_t len, jsmntok_t *tok, int n)
-{
-	jsmn_parser p;
-	size_t b = skip_ws(src, 0, len), e = len;
-
-	j->tok = tok;
-	j->src = src;
-	j->ntok = n;
-	if (src[b] == '{' || src[b] == '[') {
-		jsmn_init(&p);
-		return jsmn_parse(&p, src, len, tok, (unsigned)n) == n ? n : -1;
-	}
-	/* A lone scalar: jsmn's strict mode wants a delimiter after it, so it is one token here. */
-	while (e > b && (src[e - 1] == ' ' || src[e - 1] == '\t' || src[e - 1] == '\n' || src[e - 1] == '\r'))
-		e--;
-	tok[0].type = src[b] == '"' ? JSMN_STRING : JSMN_PRIMITIVE;
-	tok[0].start = (int)b + (src[b] == '"');
-	tok[0].end = (int)e - (src[b] == '"');
-	tok[0].size = 0;
-	tok[0].parent = -1;
-	return 1;
-}
-
-/* Tokenize src, tokens in the arena. Returns the token count, or -1 for malformed JSON, -2 when
- * memory is short. */
+/* Tokenize src, tokens in the arena: a counting pass, then one into exactly as many. Returns
+ * the token count, or -1 for malformed JSON, -2 when memory is short. */
 int
 json_parse(struct json *j, struct arena *a, const char *src, size_t len)
 {
-	int n = json_count(src, len);
+	int n = tokenize(src, len, NULL, 0);
 	jsmntok_t *tok;
 
 	if (n <= 0)
 		return -1;
 	if ((tok = arena_alloc(a, (size_t)n * sizeof *tok)) == NULL)
 		return -2;
-	return json_fill(j, src, len, tok, n);
+	*j = (struct json){ .src = src, .tok = tok, .ntok = tokenize(src, len, tok, n) };
+	return j->ntok;
 }
 
-/* The same, with tokens in a buffer reused from call to call (a stream's chunks): no
- * allocation once the buffer is as large as the largest chunk needs. */
+/*
+ * The same, with tokens in a buffer reused from call to call (a stream's chunks): one pass
+ * while the tokens fit what the largest chunk so far needed, which is the rule; no allocation
+ * once the buffer is that large. A fresh buffer starts at a guess (one token per 8 bytes is
+ * denser than providers' chunks are) so that the first chunk, too, is usually one pass.
+ */
 int
 json_parse_buf(struct json *j, struct buf *store, const char *src, size_t len)
 {
-	size_t cap = store->size / sizeof(jsmntok_t), b;
-	jsmn_parser p;
 	int n;
 
-	if (!json_valid(src, len))
-		return -1;
-	b = skip_ws(src, 0, len);
-	/* Usually the tokens fit what the last chunk needed: one jsmn pass, not two. */
-	if (cap > 0 && (src[b] == '{' || src[b] == '[')) {
-		jsmn_init(&p);
-		n = jsmn_parse(&p, src, len, (jsmntok_t *)(void *)store->data, (unsigned)cap);
-		if (n > 0) {
-			j->tok = (jsmntok_t *)(void *)store->data;
-			j->src = src;
-			j->ntok = n;
-			return n;
-		}
-		if (n != JSMN_ERROR_NOMEM)
+	if (store->size == 0)
+		(void)buf_reserve(store, (len / 8 + 16) * sizeof(jsmntok_t)); /* short memory: no guess */
+	for (;;) {
+		int cap = (int)(store->size / sizeof(jsmntok_t));
+
+		if ((n = tokenize(src, len, (jsmntok_t *)(void *)store->data, cap)) <= 0)
 			return -1;
+		if (n <= cap)
+			break;
+		store->len = 0;
+		if (buf_reserve(store, (size_t)n * sizeof(jsmntok_t)) != BUF_OK)
+			return -2;
 	}
-	if ((n = json_count(src, len)) <= 0)
-		return -1;
-	store->len = 0;
-	if (buf_reserve(store, (size_t)n * sizeof(jsmntok_t)) != BUF_OK)
-		return -2;
-	return json_fill(j, src, len, (jsmntok_t *)(void *)store->data, n);
+	*j = (struct json){ .src = src, .tok = (jsmntok_t *)(void *)store->data, .ntok = n };
+	return n;
 }
 
-/* Index of the token after token i and everything inside it. */
+/* Index of the token after token i and everything inside it: the first token that starts at or
+ * past i's end (tokens are in the order they start), found by bisection. */
 int
 json_skip(const struct json *j, int i)
 {
-	int end = j->tok[i].end;
+	int end = j->tok[i].end, lo = i + 1, hi = j->ntok;
 
-	i++;
-	while (i < j->ntok && j->tok[i].start < end)
-		i++;
-	return i;
+	if (lo >= hi || j->tok[lo].start >= end)
+		return lo; /* a scalar, or an empty container */
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2;
+
+		if (j->tok[mid].start < end)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 /* The value token of key in object token obj, or -1. */
 int
-json_find(const struct json *j, int obj, const char *key)
+json_findn(const struct json *j, int obj, const char *key, size_t len)
 {
 	int i, n;
 
@@ -311,7 +330,7 @@ json_find(const struct json *j, int obj, const char *key)
 	n = j->tok[obj].size;
 	i = obj + 1;
 	for (int k = 0; k < n && i + 1 < j->ntok; k++) {
-		if (json_eq(j, i, key))
+		if (json_eqn(j, i, key, len))
 			return i + 1;
 		i = json_skip(j, i + 1);
 	}
@@ -320,13 +339,12 @@ json_find(const struct json *j, int obj, const char *key)
 
 /* Token i is a string equal to s (compared raw: keys we look up never need escapes). */
 int
-json_eq(const struct json *j, int i, const char *s)
+json_eqn(const struct json *j, int i, const char *s, size_t n)
 {
 	const jsmntok_t *t = &j->tok[i];
-	size_t n = strlen(s);
 
 	return t->type == JSMN_STRING && (size_t)(t->end - t->start) == n &&
-	    memcmp(j->src + t->start, s, n) == 0;
+	    (n == 0 || (j->src[t->start] == s[0] && memcmp(j->src + t->start, s, n) == 0));
 }
 
 int
@@ -341,9 +359,7 @@ json_is_null(const struct json *j, int i)
 size_t
 json_skip_end(const char *s, size_t from, size_t len)
 {
-	while (from < len && (s[from] == ' ' || s[from] == '\t' || s[from] == '\n' || s[from] == '\r'))
-		from++;
-	return from;
+	return skip_ws(s, from, len);
 }
 
 /* Append s as a JSON string, quoted and escaped (control characters as \u00XX). */

@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -84,6 +85,7 @@ void  arena_init(struct arena *a);
 void *arena_alloc(struct arena *a, size_t n);          /* 16-byte aligned; NULL if memory is short */
 char *arena_strndup(struct arena *a, const char *s, size_t n);
 char *arena_printf(struct arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *arena_cat(struct arena *a, ...) __attribute__((sentinel)); /* strings up to NULL, joined */
 void  arena_release(struct arena *a);
 
 /*
@@ -100,13 +102,41 @@ struct buf {
 };
 void buf_init(struct buf *b, size_t max);
 int  buf_reserve(struct buf *b, size_t extra);           /* room for extra more bytes */
-int  buf_append(struct buf *b, const void *p, size_t n);
-int  buf_puts(struct buf *b, const char *s);
+int  buf_append_grow(struct buf *b, const void *p, size_t n); /* buf_append when it must grow */
+/* Appending is on every path that writes JSON: the common case (room already there) inline. */
+static inline __attribute__((always_inline)) int
+buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (n > b->size - b->len)
+		return buf_append_grow(b, p, n);
+	if (n > 0)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return BUF_OK;
+}
+static inline __attribute__((always_inline)) int buf_puts(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
 int  buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int  buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 void buf_consume(struct buf *b, size_t n);               /* drop n bytes from the front */
 void buf_reset(struct buf *b);                           /* len = 0, keeps the memory */
 void buf_free(struct buf *b);
+char *u64_dec(char out[21], uint64_t v);                  /* NUL-terminated, in out */
+
+/* Eight bytes at p as a little-endian word, for scans eight bytes at a time (json.c, sse.c): a
+ * byte flagged by a borrow-based test is then the lowest set bit's, whatever the machine. */
+static inline __attribute__((always_inline)) uint64_t
+load_le64(const void *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	w = __builtin_bswap64(w);
+#endif
+	return w;
+}
+#define SWAR_ONES 0x0101010101010101u
+#define SWAR_HIGH 0x8080808080808080u
 
 /*
  * config.c — the INI config (DESIGN.md §1), parsed once at start into an immutable struct.
@@ -451,9 +481,9 @@ struct sink conn_sink(struct conn *c);
 void api_init(const struct config *cfg, uint64_t started_ms);
 void api_dispatch(struct conn *c);
 
-/* json.c — reading JSON with jsmn over the request bytes, and writing it escaped. */
+/* json.c — reading JSON as jsmn's tokens over the bytes, and writing it escaped. */
 #ifndef JSMN_H
-#define JSMN_HEADER /* declarations only: json.c includes jsmn.h first, for its code */
+#define JSMN_HEADER /* the token type; jsmn's parser itself is the unit tests' reference */
 #include <jsmn.h>
 #endif
 struct json {
@@ -464,9 +494,12 @@ struct json {
 int  json_valid(const char *s, size_t n);                          /* strict RFC 8259 */
 int  json_parse(struct json *j, struct arena *a, const char *src, size_t len);
 int  json_parse_buf(struct json *j, struct buf *store, const char *src, size_t len);
-int  json_find(const struct json *j, int obj, const char *key);  /* value token index, or -1 */
+int  json_findn(const struct json *j, int obj, const char *key, size_t n); /* value token, or -1 */
 int  json_skip(const struct json *j, int i);                      /* index after token i's subtree */
-int  json_eq(const struct json *j, int i, const char *s);
+int  json_eqn(const struct json *j, int i, const char *s, size_t n);
+/* Keys are literals: inline, their lengths are known when compiled. */
+static inline __attribute__((always_inline)) int json_find(const struct json *j, int obj, const char *key) { return json_findn(j, obj, key, strlen(key)); }
+static inline __attribute__((always_inline)) int json_eq(const struct json *j, int i, const char *s) { return json_eqn(j, i, s, strlen(s)); }
 int  json_is_null(const struct json *j, int i);
 int  json_eq_literal(const struct json *j, int i, const char *lit);
 size_t json_skip_end(const char *s, size_t from, size_t len);

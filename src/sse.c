@@ -229,13 +229,22 @@ chunk_line(struct sse *p, const char *s, size_t n, sse_event_fn *fn, void *ud)
 	return rc;
 }
 
-/* The offset of the first c in s[from..len), or len. */
+/* The offset of the first CR or LF in s[i..len), or len: eight bytes at a time, a CR or LF being
+ * a zero byte of w ^ CR… or w ^ LF… (x - 0x01… & ~x sets the high bit of a zero byte; borrows
+ * carry only upwards, so the lowest flagged byte is the first line end). */
 static size_t
-next(const char *s, size_t from, size_t len, char c)
+line_end(const char *s, size_t i, size_t len)
 {
-	const char *hit = memchr(s + from, c, len - from);
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w = load_le64(s + i), a = w ^ (SWAR_ONES * '\r'), b = w ^ (SWAR_ONES * '\n');
+		uint64_t m = (((a - SWAR_ONES) & ~a) | ((b - SWAR_ONES) & ~b)) & SWAR_HIGH;
 
-	return hit ? (size_t)(hit - s) : len;
+		if (m != 0)
+			return i + ((size_t)__builtin_ctzll(m) >> 3);
+	}
+	while (i < len && s[i] != '\r' && s[i] != '\n')
+		i++;
+	return i;
 }
 
 static int
@@ -249,7 +258,7 @@ fail(struct sse *p, int rc)
 int
 sse_feed(struct sse *p, const char *chunk, size_t len, sse_event_fn *fn, void *ud)
 {
-	size_t i = 0, cr, lf, eol;
+	size_t i = 0, eol;
 	int rc;
 
 	if (p->err)
@@ -258,14 +267,8 @@ sse_feed(struct sse *p, const char *chunk, size_t len, sse_event_fn *fn, void *u
 		p->skip_lf = 0;
 		i = chunk[0] == '\n';
 	}
-	cr = next(chunk, i, len, '\r');
-	lf = next(chunk, i, len, '\n');
 	while (i < len) {
-		if (cr < i)
-			cr = next(chunk, i, len, '\r');
-		if (lf < i)
-			lf = next(chunk, i, len, '\n');
-		eol = cr < lf ? cr : lf;
+		eol = line_end(chunk, i, len);
 		if (eol == len) { /* cut by the chunk's end: keep it for the next one */
 			rc = buf_err(buf_append(&p->line, chunk + i, len - i));
 			if (rc)

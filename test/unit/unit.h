@@ -26,6 +26,7 @@ int  unit_check(int ok, const char *file, int line, const char *fmt, ...)
 	X(config) \
 	X(http) \
 	X(json) \
+	X(json_tokens) \
 	X(sse) \
 	X(anthropic) \
 	X(gemini) \
