@@ -70,10 +70,11 @@ static const char *
 attempt_headers(struct exchange *x, const char *extra)
 {
 	const struct target *t = x->target;
+	char n[21];
 
-	return arena_printf(x->arena, "x-sluice-provider: %s\r\nx-sluice-model: %s\r\n"
-	    "x-sluice-attempts: %d\r\n%s", t ? t->provider->name : "-", t ? t->model : "-",
-	    x->attempts, extra ? extra : "");
+	return arena_cat(x->arena, "x-sluice-provider: ", t ? t->provider->name : "-", "\r\nx-sluice-model: ",
+	    t ? t->model : "-", "\r\nx-sluice-attempts: ", u64_dec(n, (uint64_t)x->attempts), "\r\n",
+	    extra ? extra : "", (char *)NULL);
 }
 
 /* Answer the failure in x->fail: a clean error before the commit point, one interruption

@@ -28,13 +28,9 @@ static const char TAIL[] = ",\"logprobs\":null,\"finish_reason\":null}]}";
 static int
 put_uint(struct buf *b, unsigned long v)
 {
-	char d[24];
-	size_t i = sizeof d;
+	char d[21];
 
-	do
-		d[--i] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	return buf_append(b, d + i, sizeof d - i);
+	return buf_puts(b, u64_dec(d, v));
 }
 
 static int
@@ -122,15 +118,23 @@ no_room(struct exchange *x, int rc)
 static void
 identity(struct exchange *x)
 {
+	static const char hex[] = "0123456789abcdef";
 	static uint64_t seed, seq;
 	struct emit_state *e = &x->em;
+	uint64_t v;
+	struct buf created = { e->created, 0, sizeof e->created - 1, sizeof e->created - 1 };
 
+	if (e->id[0] != '\0')
+		return;
 	if (seed == 0)
 		seed = splitmix64((uint64_t)time(NULL) ^ loop_clock_ms() << 20);
-	if (e->id[0] == '\0')
-		snprintf(e->id, sizeof e->id, "chatcmpl-%016llx", (unsigned long long)splitmix64(seed + ++seq));
-	if (e->created[0] == '\0')
-		snprintf(e->created, sizeof e->created, "%lld", (long long)time(NULL));
+	v = splitmix64(seed + ++seq);
+	memcpy(e->id, "chatcmpl-", 9);
+	for (int i = 0; i < 16; i++)
+		e->id[9 + i] = hex[v >> (60 - 4 * i) & 15];
+	e->id[25] = '\0';
+	put_uint(&created, (unsigned long)time(NULL));
+	e->created[created.len] = '\0';
 }
 
 /* ---- a stream: one chunk per event ---- */
@@ -152,15 +156,25 @@ put_head(struct exchange *x, struct buf *b, const char *object)
 	return rc ? rc : buf_append(b, x->public_model, x->public_model_len);
 }
 
-/* Start a chunk in scratch: the head and, unless delta is NULL, the start of the delta's value. */
+/* Start a chunk in scratch: the head and, unless delta is NULL, the start of the delta's value.
+ * The head is the same for every chunk of the exchange: built once, then copied. */
 static int
 chunk_open(struct exchange *x, const char *delta)
 {
+	struct emit_state *e = &x->em;
 	struct buf *b = &x->scratch;
 	int rc;
 
 	buf_reset(b);
-	rc = put_head(x, b, "chat.completion.chunk");
+	if (e->head == NULL) {
+		rc = put_head(x, b, "chat.completion.chunk");
+		if (rc == BUF_OK && (e->head = arena_alloc(x->arena, b->len)) == NULL)
+			rc = BUF_NOMEM;
+		if (rc == BUF_OK)
+			memcpy(e->head, b->data, e->head_len = b->len);
+	} else {
+		rc = buf_append(b, e->head, e->head_len);
+	}
 	if (delta != NULL) {
 		rc = rc ? rc : buf_append(b, CHOICE, sizeof CHOICE - 1);
 		rc = rc ? rc : buf_puts(b, delta);
