@@ -32,20 +32,27 @@ struct count {
 	size_t   ntail;
 };
 
+/* Keep the last bytes written (a write's parts, last first, until the tail is full). */
 static void
-count_put(struct count *c, const char *s, size_t n)
+count_tail(struct count *c, const struct iovec *parts, int nparts)
 {
-	c->bytes += n;
-	if (n >= sizeof c->tail) {
-		memcpy(c->tail, s + n - sizeof c->tail, sizeof c->tail);
-		c->ntail = sizeof c->tail;
-	} else {
-		size_t keep = c->ntail + n > sizeof c->tail ? sizeof c->tail - n : c->ntail;
+	char t[sizeof c->tail];
+	size_t n = 0;
 
-		memmove(c->tail, c->tail + c->ntail - keep, keep);
-		memcpy(c->tail + keep, s, n);
-		c->ntail = keep + n;
+	for (int i = nparts - 1; i >= 0 && n < sizeof t; i--) {
+		size_t k = parts[i].iov_len < sizeof t - n ? parts[i].iov_len : sizeof t - n;
+
+		memcpy(t + sizeof t - n - k, (const char *)parts[i].iov_base + parts[i].iov_len - k, k);
+		n += k;
 	}
+	if (n < sizeof t) { /* a short write: what came before it stays in front */
+		size_t keep = c->ntail < sizeof t - n ? c->ntail : sizeof t - n;
+
+		memcpy(t + sizeof t - n - keep, c->tail + c->ntail - keep, keep);
+		n += keep;
+	}
+	memcpy(c->tail, t + sizeof t - n, n);
+	c->ntail = n;
 }
 
 static int
@@ -61,7 +68,8 @@ count_write(void *o, const struct iovec *parts, int nparts)
 	struct count *c = o;
 
 	for (int i = 0; i < nparts; i++)
-		count_put(c, parts[i].iov_base, parts[i].iov_len);
+		c->bytes += parts[i].iov_len;
+	count_tail(c, parts, nparts);
 	c->writes++;
 	return 0;
 }
@@ -69,11 +77,9 @@ count_write(void *o, const struct iovec *parts, int nparts)
 static int
 count_borrow(void *o, const char *p, size_t n)
 {
-	struct count *c = o;
+	struct iovec v = { (void *)p, n };
 
-	count_put(c, p, n);
-	c->writes++;
-	return 0;
+	return count_write(o, &v, 1);
 }
 
 static void count_end(void *o) { ((struct count *)o)->ends++; }
