@@ -21,17 +21,38 @@ log_is_json(void)
 	return json_format;
 }
 
-/* "2026-11-22T02:50:01.123Z": wall-clock time for humans and log collectors. */
+/* "2026-11-22T02:50:01.123Z": wall-clock time for humans and log collectors. Every request logs
+ * one, so the part up to the second is formatted once a second (the loop's thread only). */
 void
 log_timestamp(char *out, size_t len)
 {
+	static time_t sec = -1;
+	static char prefix[64]; /* "2026-11-22T02:50:01." */
+	static size_t plen;
 	struct timespec ts;
-	struct tm tm;
+	long ms;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-	    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+	if (ts.tv_sec != sec) {
+		struct tm tm;
+
+		gmtime_r(&ts.tv_sec, &tm);
+		plen = (size_t)snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		sec = ts.tv_sec;
+	}
+	if (len < plen + 5) {
+		if (len > 0)
+			out[0] = '\0';
+		return;
+	}
+	ms = ts.tv_nsec / 1000000;
+	memcpy(out, prefix, plen);
+	out[plen] = (char)('0' + ms / 100);
+	out[plen + 1] = (char)('0' + ms / 10 % 10);
+	out[plen + 2] = (char)('0' + ms % 10);
+	out[plen + 3] = 'Z';
+	out[plen + 4] = '\0';
 }
 
 void
