@@ -134,24 +134,6 @@ arena_cat(struct arena *a, ...)
 	return p;
 }
 
-char *
-arena_printf(struct arena *a, const char *fmt, ...)
-{
-	va_list ap;
-	int len;
-	char *p;
-
-	va_start(ap, fmt);
-	len = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (len < 0 || (p = arena_alloc(a, (size_t)len + 1)) == NULL)
-		return NULL;
-	va_start(ap, fmt);
-	vsnprintf(p, (size_t)len + 1, fmt, ap);
-	va_end(ap);
-	return p;
-}
-
 void
 arena_release(struct arena *a)
 {

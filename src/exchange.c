@@ -109,7 +109,7 @@ answer_failure(struct exchange *x)
 	{
 		const char *extra = NULL;
 		if (f->retry_after[0])
-			extra = arena_printf(x->arena, "Retry-After: %s\r\n", f->retry_after);
+			extra = arena_cat(x->arena, "Retry-After: ", f->retry_after, "\r\n", (char *)NULL);
 		if (x->sink.ops->head(x->sink.o, f->status, "application/json",
 		    attempt_headers(x, extra), (int64_t)b.len) == 0) {
 			v[0].iov_base = b.data;

@@ -84,7 +84,6 @@ struct arena {
 void  arena_init(struct arena *a);
 void *arena_alloc(struct arena *a, size_t n);          /* 16-byte aligned; NULL if memory is short */
 char *arena_strndup(struct arena *a, const char *s, size_t n);
-char *arena_printf(struct arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 char *arena_cat(struct arena *a, ...) __attribute__((sentinel)); /* strings up to NULL, joined */
 void  arena_release(struct arena *a);
 

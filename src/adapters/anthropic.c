@@ -679,11 +679,11 @@ encode(struct exchange *x, struct upstream_req *req, struct buf *body)
 	}
 	if (encode_body(&e) < 0)
 		return -1;
-	req->url = arena_printf(x->arena, "%s/v1/messages", p->base_url);
+	req->url = arena_cat(x->arena, p->base_url, "/v1/messages", (char *)NULL);
 	if (p->api_key[0])
-		h = curl_slist_append(h, arena_printf(x->arena, "x-api-key: %s", p->api_key));
-	h = curl_slist_append(h, arena_printf(x->arena, "anthropic-version: %s",
-	    p->api_version[0] ? p->api_version : "2023-06-01"));
+		h = curl_slist_append(h, arena_cat(x->arena, "x-api-key: ", p->api_key, (char *)NULL));
+	h = curl_slist_append(h, arena_cat(x->arena, "anthropic-version: ",
+	    p->api_version[0] ? p->api_version : "2023-06-01", (char *)NULL));
 	h = curl_slist_append(h, "content-type: application/json");
 	h = curl_slist_append(h, x->req->stream ? "accept: text/event-stream" : "accept: application/json");
 	h = curl_slist_append(h, "Expect:");

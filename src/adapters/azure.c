@@ -22,9 +22,9 @@ encode(struct exchange *x, struct upstream_req *req, struct buf *body)
 
 	if (openai_encode_body(x, body) < 0 || (dep = xl_path_escape(x->arena, x->target->model)) == NULL)
 		return -1;
-	req->url = arena_printf(x->arena, "%s/openai/deployments/%s/chat/completions?api-version=%s", p->base_url,
-	    dep, p->api_version);
-	if (p->api_key[0] && (auth = arena_printf(x->arena, "api-key: %s", p->api_key)) == NULL)
+	req->url = arena_cat(x->arena, p->base_url, "/openai/deployments/", dep,
+	    "/chat/completions?api-version=", p->api_version, (char *)NULL);
+	if (p->api_key[0] && (auth = arena_cat(x->arena, "api-key: ", p->api_key, (char *)NULL)) == NULL)
 		return -1;
 	req->headers = xl_headers(x, auth, x->req->stream ? "Accept: text/event-stream" : "Accept: application/json");
 	return req->url != NULL && req->headers != NULL ? 0 : -1;

@@ -490,9 +490,9 @@ encode(struct exchange *x, struct upstream_req *req, struct buf *body)
 
 	if (encode_body(x, body) < 0 || model == NULL)
 		return -1;
-	req->url = arena_printf(x->arena, "%s/models/%s:%s", p->base_url, model,
-	    x->req->stream ? "streamGenerateContent?alt=sse" : "generateContent");
-	if (p->api_key[0] && (auth = arena_printf(x->arena, "x-goog-api-key: %s", p->api_key)) == NULL)
+	req->url = arena_cat(x->arena, p->base_url, "/models/", model, ":",
+	    x->req->stream ? "streamGenerateContent?alt=sse" : "generateContent", (char *)NULL);
+	if (p->api_key[0] && (auth = arena_cat(x->arena, "x-goog-api-key: ", p->api_key, (char *)NULL)) == NULL)
 		return -1;
 	req->headers = xl_headers(x, auth, x->req->stream ? "Accept: text/event-stream" : "Accept: application/json");
 	return req->url != NULL && req->headers != NULL ? 0 : -1;

@@ -268,8 +268,8 @@ encode(struct exchange *x, struct upstream_req *req, struct buf *body)
 
 	if (encode_body(x, body) < 0)
 		return -1;
-	req->url = arena_printf(x->arena, "%s/api/chat", p->base_url);
-	if (p->api_key[0] && (auth = arena_printf(x->arena, "Authorization: Bearer %s", p->api_key)) == NULL)
+	req->url = arena_cat(x->arena, p->base_url, "/api/chat", (char *)NULL);
+	if (p->api_key[0] && (auth = arena_cat(x->arena, "Authorization: Bearer ", p->api_key, (char *)NULL)) == NULL)
 		return -1;
 	req->headers = xl_headers(x, auth, x->req->stream ? "Accept: application/x-ndjson" : "Accept: application/json");
 	return req->url != NULL && req->headers != NULL ? 0 : -1;

@@ -82,9 +82,9 @@ encode(struct exchange *x, struct upstream_req *req, struct buf *body)
 
 	if (openai_encode_body(x, body) < 0)
 		return -1;
-	req->url = arena_printf(x->arena, "%s/chat/completions", p->base_url);
+	req->url = arena_cat(x->arena, p->base_url, "/chat/completions", (char *)NULL);
 	if (p->api_key[0])
-		h = curl_slist_append(h, arena_printf(x->arena, "Authorization: Bearer %s", p->api_key));
+		h = curl_slist_append(h, arena_cat(x->arena, "Authorization: Bearer ", p->api_key, (char *)NULL));
 	h = curl_slist_append(h, "Content-Type: application/json");
 	h = curl_slist_append(h, x->req->stream ? "Accept: text/event-stream" : "Accept: application/json");
 	h = curl_slist_append(h, "Expect:"); /* no 100-continue round trip for large bodies */
