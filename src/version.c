@@ -13,7 +13,7 @@ version_print(FILE *out)
 	fprintf(out, "  BearSSL %s\n", DEB_bearssl);
 	fprintf(out, "  libcurl %s (Debian %s, TLS: %s)\n", cv->version, DEB_curl, cv->ssl_version);
 	fprintf(out, "  inih %s\n", DEB_libinih);
-	fprintf(out, "  jsmn %s\n", DEB_jsmn);
+	fprintf(out, "  jsmn %s (its token layout; tokens laid down by sluice's validating pass)\n", DEB_jsmn);
 	fprintf(out, "  llhttp %d.%d.%d (from Debian nodejs %s)\n", LLHTTP_VERSION_MAJOR,
 	    LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH, DEB_nodejs);
 	fprintf(out, "  CA bundle: Debian ca-certificates %s\n", DEB_ca_certificates);
