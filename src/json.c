@@ -61,7 +61,7 @@ plain_run8(const unsigned char *p)
 }
 
 /* A string starting at the quote s[i]: the index after its closing quote, or 0 if invalid. */
-static size_t
+static inline __attribute__((always_inline)) size_t
 scan_string(const char *s, size_t i, size_t n)
 {
 	const unsigned char *u = (const unsigned char *)s;
