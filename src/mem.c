@@ -27,6 +27,22 @@
  * ever in use at once, no request fails for fragmentation while N >= L * (1 + log2(n) / 2) - n + 1.
  * Every pointer returned is MEM_BLOCK-aligned.
  *
+ * EXACT ALLOCATIONS (mem_*_exact, what libcurl gets). A power of two wastes up to half of a run,
+ * and libcurl's hot sizes sit just past one (an easy handle of 4,304 bytes, a 16,424-byte send
+ * buffer). An exact allocation of m blocks takes the run of 2^k >= m blocks as above, keeps its
+ * first m blocks and frees the rest at once, as the aligned runs it splits into (the way Linux's
+ * alloc_pages_exact gives back a tail). The m blocks it keeps are themselves aligned runs — the
+ * binary digits of m, largest first — marked in their control bytes as one allocation, and free()
+ * frees each of them with the usual merging. A request of n bytes then costs n rounded up to a
+ * block. Every piece is an ordinary buddy run, so freeing everything still merges back into the
+ * top-level runs; the bound above is for power-of-two requests, which mem_alloc keeps. Freeing
+ * and shrinking cost O(log N) per piece.
+ *
+ * ZEROING. calloc of several pages zeroes the pages wholly inside it by giving them back to the
+ * kernel (madvise MADV_DONTNEED: read back as zeros, resident again only when written), so a
+ * large buffer that is mostly never written costs no resident memory. mem_init checks once that
+ * the kernel (or an emulator) really zeroes such pages, and memsets otherwise.
+ *
  * Nothing else: the reservation is never grown, exhaustion returns NULL and is counted. A
  * mutex makes every entry point thread-safe (libcurl's resolver thread allocates here too).
  * With SLUICE_DEBUG new memory is filled with 0xA5 and freed memory with 0xDB; under
@@ -50,8 +66,13 @@
 
 #define MEM_LOGS   31          /* run sizes 2^0 .. 2^30 blocks (64 GiB) */
 #define CTRL_LOG   0x1f        /* the run's k, in its first control byte */
-#define CTRL_FREE  0x20
-#define CTRL_USED  0x40
+#define CTRL_KIND  0x60
+#define CTRL_FREE  0x20        /* a free run */
+#define CTRL_USED  0x40        /* the first run of an allocation */
+#define CTRL_TAIL  0x60        /* a later run of an exact allocation */
+#define CTRL_MORE  0x80        /* the allocation goes on in the run right after this one */
+#define MAX_PIECES 32          /* runs of one allocation: at most one per bit of a block count */
+#define PAGE       4096
 #define NONE       UINT32_MAX  /* end of a free list */
 
 /* Kept at the start of every free run. */
@@ -67,6 +88,7 @@ static struct {
 	unsigned char   *pool;      /* block 0 */
 	uint32_t         nblocks;
 	int              logmax;    /* the largest run is 2^logmax blocks; -1 before mem_init */
+	int              madv_zeroes; /* madvise(MADV_DONTNEED) reads back as zeros here */
 	uint32_t         freelist[MEM_LOGS];
 	struct mem_stats st;
 } M = { .lock = PTHREAD_MUTEX_INITIALIZER, .logmax = -1 };
@@ -184,7 +206,7 @@ used_run(const void *p)
 	if (M.pool == NULL || c < M.pool || c >= M.pool + (size_t)M.nblocks * MEM_BLOCK)
 		return NONE;
 	off = (size_t)(c - M.pool);
-	if (off % MEM_BLOCK != 0 || !(M.ctrl[off / MEM_BLOCK] & CTRL_USED))
+	if (off % MEM_BLOCK != 0 || (M.ctrl[off / MEM_BLOCK] & CTRL_KIND) != CTRL_USED)
 		return NONE;
 	return (uint32_t)(off / MEM_BLOCK);
 }
@@ -210,18 +232,18 @@ count_in(size_t bytes)
 		M.st.high_water = M.st.in_use;
 }
 
-static void *
-alloc_locked(size_t n)
+/* Take a free run of 2^k blocks off the lists (splitting a larger one), or NONE. */
+static uint32_t
+take_run(int k)
 {
-	int k = log_for(n), b = k;
+	int b = k;
 	uint32_t i;
-	void *p;
 
 	while (b >= 0 && b <= M.logmax && M.freelist[b] == NONE)
 		b++;
 	if (b < 0 || b > M.logmax) {
 		M.st.refusals++;
-		return NULL;
+		return NONE;
 	}
 	i = M.freelist[b];
 	list_remove(i, b);
@@ -229,23 +251,46 @@ alloc_locked(size_t n)
 		b--;
 		list_push(i + ((uint32_t)1 << b), b);
 	}
-	M.ctrl[i] = CTRL_USED | k;
+	return i;
+}
+
+static void *
+handed_out(uint32_t i, size_t bytes)
+{
+	void *p = block_ptr(i);
+
 	M.st.allocs++;
-	count_in(run_bytes(k));
-	p = block_ptr(i);
-	UNPOISON(p, run_bytes(k));
-	fill(p, 0xA5, run_bytes(k));
+	count_in(bytes);
+	UNPOISON(p, bytes);
+	fill(p, 0xA5, bytes);
 	return p;
 }
 
-static void
-free_locked(uint32_t i)
+static void *
+alloc_locked(size_t n)
 {
-	int k = M.ctrl[i] & CTRL_LOG;
+	int k = log_for(n);
+	uint32_t i = take_run(k);
 
-	M.st.in_use -= run_bytes(k);
-	fill(block_ptr(i), 0xDB, run_bytes(k));
-	POISON(block_ptr(i), run_bytes(k));
+	if (i == NONE)
+		return NULL;
+	M.ctrl[i] = CTRL_USED | k;
+	return handed_out(i, run_bytes(k));
+}
+
+/* Mark n bytes at block i freed (debug fill, ASan poison). */
+static void
+retire(uint32_t i, size_t n)
+{
+	fill(block_ptr(i), 0xDB, n);
+	POISON(block_ptr(i), n);
+}
+
+/* Put the run at block i, of 2^k blocks, on its free list, merged with its buddy for as long
+ * as the buddy is free and whole. */
+static void
+free_run(uint32_t i, int k)
+{
 	M.ctrl[i] = 0;
 	while (k < M.logmax) {
 		uint32_t buddy = i ^ ((uint32_t)1 << k);
@@ -259,6 +304,124 @@ free_locked(uint32_t i)
 	list_push(i, k);
 }
 
+/* Free blocks [a, b) of one top-level run: as the aligned runs they split into, largest first
+ * at each point. */
+static void
+free_range(uint32_t a, uint32_t b)
+{
+	while (a < b) {
+		int k = 0;
+
+		while (a % ((uint32_t)2 << k) == 0 && a + ((uint32_t)2 << k) <= b)
+			k++;
+		free_run(a, k);
+		a += (uint32_t)1 << k;
+	}
+}
+
+/* Mark blocks [i, i + m) used as one allocation: the runs of m's binary digits, largest first
+ * (i is aligned to the largest, so each is aligned to its own size). */
+static void
+mark_pieces(uint32_t i, uint32_t m)
+{
+	uint32_t at = i;
+
+	for (int k = MEM_LOGS - 1; k >= 0; k--) {
+		uint32_t bit = (uint32_t)1 << k;
+
+		if (!(m & bit))
+			continue;
+		M.ctrl[at] = (at == i ? CTRL_USED : CTRL_TAIL) | k | ((m & (bit - 1)) ? CTRL_MORE : 0);
+		at += bit;
+	}
+}
+
+/* The runs of the allocation at i: their first blocks and sizes; returns how many. */
+static int
+pieces(uint32_t i, uint32_t at[MAX_PIECES], int k[MAX_PIECES])
+{
+	int n = 0;
+
+	for (;;) {
+		at[n] = i;
+		k[n] = M.ctrl[i] & CTRL_LOG;
+		if (!(M.ctrl[i] & CTRL_MORE))
+			return n + 1;
+		i += (uint32_t)1 << k[n++];
+	}
+}
+
+/* Blocks in the allocation at i. */
+static uint32_t
+alloc_blocks(uint32_t i)
+{
+	uint32_t at[MAX_PIECES], m = 0;
+	int k[MAX_PIECES], n = pieces(i, at, k);
+
+	for (int j = 0; j < n; j++)
+		m += (uint32_t)1 << k[j];
+	return m;
+}
+
+/* n bytes in whole blocks, at least one; 0 when no run could hold them. */
+static uint32_t
+blocks_for_bytes(size_t n)
+{
+	if (log_for(n) < 0)
+		return 0;
+	return n <= MEM_BLOCK ? 1 : (uint32_t)((n + MEM_BLOCK - 1) / MEM_BLOCK);
+}
+
+static void *
+alloc_exact_locked(size_t n)
+{
+	uint32_t m = blocks_for_bytes(n), i;
+	int k = log_for(n);
+
+	if (m == 0) {
+		M.st.refusals++;
+		return NULL;
+	}
+	if ((i = take_run(k)) == NONE)
+		return NULL;
+	mark_pieces(i, m);
+	free_range(i + m, i + ((uint32_t)1 << k));
+	return handed_out(i, (size_t)m * MEM_BLOCK);
+}
+
+static void
+free_locked(uint32_t i)
+{
+	uint32_t at[MAX_PIECES];
+	int k[MAX_PIECES], n = pieces(i, at, k);
+
+	for (int j = 0; j < n; j++) {
+		M.st.in_use -= run_bytes(k[j]);
+		M.ctrl[at[j]] = 0;
+		retire(at[j], run_bytes(k[j]));
+	}
+	for (int j = 0; j < n; j++)
+		free_run(at[j], k[j]);
+}
+
+/* Shrink the exact allocation at i, of m blocks, to want blocks (0 < want <= m). */
+static void
+shrink_exact_locked(uint32_t i, uint32_t m, uint32_t want)
+{
+	uint32_t at[MAX_PIECES];
+	int k[MAX_PIECES], n;
+
+	if (want == m)
+		return;
+	n = pieces(i, at, k);
+	for (int j = 0; j < n; j++)
+		M.ctrl[at[j]] = 0;
+	mark_pieces(i, want);
+	M.st.in_use -= (size_t)(m - want) * MEM_BLOCK;
+	retire(i + want, (size_t)(m - want) * MEM_BLOCK);
+	free_range(i + want, i + m);
+}
+
 /*
  * Shrink the used run at i from 2^k to 2^want blocks, freeing upper halves. Their buddies are
  * the lower halves, still in use, so there is nothing to merge.
@@ -270,8 +433,7 @@ trim_locked(uint32_t i, int k, int want)
 		uint32_t upper = i + ((uint32_t)1 << --k);
 
 		M.st.in_use -= run_bytes(k);
-		fill(block_ptr(upper), 0xDB, run_bytes(k));
-		POISON(block_ptr(upper), run_bytes(k));
+		retire(upper, run_bytes(k));
 		list_push(upper, k);
 	}
 	M.ctrl[i] = CTRL_USED | want;
@@ -293,6 +455,27 @@ carve_top_runs(void)
 			at += (uint32_t)1 << k;
 		}
 	}
+}
+
+/* Whether madvise(MADV_DONTNEED) on the page at p makes it read back as zeros (the kernel does;
+ * an emulator may not). The page is left zero. */
+static int
+madv_zeroes(unsigned char *p)
+{
+	if ((uintptr_t)p % PAGE != 0 || p < M.pool)
+		return 0;
+	memset(p, 0x5a, PAGE);
+	if (madvise(p, PAGE, MADV_DONTNEED) != 0) {
+		memset(p, 0, PAGE);
+		return 0;
+	}
+	for (size_t j = 0; j < PAGE; j++) {
+		if (p[j] != 0) {
+			memset(p, 0, PAGE);
+			return 0;
+		}
+	}
+	return 1;
 }
 
 /* The most blocks that fit in `bytes` with their control bytes (rounded up to a block). */
@@ -340,6 +523,8 @@ mem_init(size_t bytes, char *err, size_t errlen)
 	M.nblocks = (uint32_t)n;
 	memset(&M.st, 0, sizeof M.st);
 	M.st.reserved = n * MEM_BLOCK;
+	M.madv_zeroes = madv_zeroes((unsigned char *)(((uintptr_t)M.pool + M.st.reserved) &
+	    ~(uintptr_t)(PAGE - 1)) - PAGE);
 	POISON(M.pool, M.st.reserved);
 	carve_top_runs();
 	pthread_mutex_unlock(&M.lock);
@@ -375,7 +560,35 @@ mem_alloc(size_t n)
 }
 
 void *
-mem_calloc(size_t nmemb, size_t size)
+mem_alloc_exact(size_t n)
+{
+	void *p;
+
+	pthread_mutex_lock(&M.lock);
+	p = alloc_exact_locked(n);
+	pthread_mutex_unlock(&M.lock);
+	return p;
+}
+
+/* Zero n bytes at p, which the caller owns: the pages wholly inside go back to the kernel
+ * (zeros on the next read, no resident memory until written), the rest is memset. */
+static void
+zero(void *p, size_t n)
+{
+	unsigned char *c = p, *lo = (unsigned char *)(((uintptr_t)c + PAGE - 1) & ~(uintptr_t)(PAGE - 1));
+	unsigned char *hi = (unsigned char *)(((uintptr_t)c + n) & ~(uintptr_t)(PAGE - 1));
+
+	if (!M.madv_zeroes || n < 3 * PAGE || hi - lo < 2 * PAGE ||
+	    madvise(lo, (size_t)(hi - lo), MADV_DONTNEED) != 0) {
+		memset(p, 0, n);
+		return;
+	}
+	memset(c, 0, (size_t)(lo - c));
+	memset(hi, 0, (size_t)(c + n - hi));
+}
+
+static void *
+calloc_with(void *(*alloc)(size_t), size_t nmemb, size_t size)
 {
 	void *p;
 
@@ -385,38 +598,71 @@ mem_calloc(size_t nmemb, size_t size)
 		pthread_mutex_unlock(&M.lock);
 		return NULL;
 	}
-	p = mem_alloc(nmemb * size);
+	p = alloc(nmemb * size);
 	if (p != NULL)
-		memset(p, 0, nmemb * size);
+		zero(p, nmemb * size);
 	return p;
+}
+
+void *
+mem_calloc(size_t nmemb, size_t size)
+{
+	return calloc_with(mem_alloc, nmemb, size);
+}
+
+void *
+mem_calloc_exact(size_t nmemb, size_t size)
+{
+	return calloc_with(mem_alloc_exact, nmemb, size);
+}
+
+/* Keep p in place when n fits what it has, else alloc (exact or not), copy, free. */
+static void *
+realloc_with(void *p, size_t n, int exact)
+{
+	uint32_t i, m, want;
+	int k;
+	void *q;
+
+	if (p == NULL)
+		return exact ? mem_alloc_exact(n) : mem_alloc(n);
+	pthread_mutex_lock(&M.lock);
+	i = used_run_or_die(p, "realloc");
+	k = M.ctrl[i] & CTRL_LOG;
+	m = alloc_blocks(i);
+	if (!(M.ctrl[i] & CTRL_MORE) && !exact) {
+		int want_k = log_for(n);
+
+		if (want_k >= 0 && want_k <= k) {
+			trim_locked(i, k, want_k);
+			pthread_mutex_unlock(&M.lock);
+			return p;
+		}
+	} else if (exact && (want = blocks_for_bytes(n)) != 0 && want <= m) {
+		shrink_exact_locked(i, m, want);
+		pthread_mutex_unlock(&M.lock);
+		return p;
+	}
+	pthread_mutex_unlock(&M.lock);
+	/* The old allocation is the caller's until freed, so copying it needs no lock. */
+	q = exact ? mem_alloc_exact(n) : mem_alloc(n);
+	if (q == NULL)
+		return NULL;
+	memcpy(q, p, (size_t)m * MEM_BLOCK < n ? (size_t)m * MEM_BLOCK : n);
+	mem_free(p);
+	return q;
 }
 
 void *
 mem_realloc(void *p, size_t n)
 {
-	uint32_t i;
-	int k, want;
-	void *q;
+	return realloc_with(p, n, 0);
+}
 
-	if (p == NULL)
-		return mem_alloc(n);
-	pthread_mutex_lock(&M.lock);
-	i = used_run_or_die(p, "realloc");
-	k = M.ctrl[i] & CTRL_LOG;
-	want = log_for(n);
-	if (want >= 0 && want <= k) {
-		trim_locked(i, k, want);
-		pthread_mutex_unlock(&M.lock);
-		return p;
-	}
-	pthread_mutex_unlock(&M.lock);
-	/* The old run is the caller's until freed, so copying it needs no lock. */
-	q = mem_alloc(n);
-	if (q == NULL)
-		return NULL;
-	memcpy(q, p, run_bytes(k));
-	mem_free(p);
-	return q;
+void *
+mem_realloc_exact(void *p, size_t n)
+{
+	return realloc_with(p, n, 1);
 }
 
 void
@@ -440,6 +686,17 @@ mem_strdup(const char *s)
 	return p;
 }
 
+char *
+mem_strdup_exact(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = mem_alloc_exact(n);
+
+	if (p != NULL)
+		memcpy(p, s, n);
+	return p;
+}
+
 size_t
 mem_usable(const void *p)
 {
@@ -449,7 +706,7 @@ mem_usable(const void *p)
 	pthread_mutex_lock(&M.lock);
 	i = used_run(p);
 	if (i != NONE)
-		n = run_bytes(M.ctrl[i] & CTRL_LOG);
+		n = (size_t)alloc_blocks(i) * MEM_BLOCK;
 	pthread_mutex_unlock(&M.lock);
 	return n;
 }

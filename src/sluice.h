@@ -67,6 +67,11 @@ void  *mem_realloc(void *p, size_t n);
 void   mem_free(void *p);
 char  *mem_strdup(const char *s);
 size_t mem_usable(const void *p);
+/* The same, rounded up to a block (64 bytes) instead of a power of two: for libcurl. */
+void  *mem_alloc_exact(size_t n);
+void  *mem_calloc_exact(size_t nmemb, size_t size);
+void  *mem_realloc_exact(void *p, size_t n);
+char  *mem_strdup_exact(const char *s);
 size_t mem_largest(void);
 void   mem_get_stats(struct mem_stats *st);
 int    mem_owns(const void *p);

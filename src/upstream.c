@@ -131,8 +131,9 @@ int
 upstream_init(const struct config *cfg, char *err, size_t errlen)
 {
 	int max_connections = cfg->server.max_connections;
-	CURLcode rc = curl_global_init_mem(CURL_GLOBAL_DEFAULT, mem_alloc, mem_free, mem_realloc,
-	    mem_strdup, mem_calloc);
+	/* libcurl's sizes are not powers of two (an easy handle is 4,304 bytes): exact blocks. */
+	CURLcode rc = curl_global_init_mem(CURL_GLOBAL_DEFAULT, mem_alloc_exact, mem_free,
+	    mem_realloc_exact, mem_strdup_exact, mem_calloc_exact);
 
 	if (rc != CURLE_OK || (U.multi = curl_multi_init()) == NULL) {
 		snprintf(err, errlen, "libcurl: %s", curl_easy_strerror(rc));
