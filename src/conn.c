@@ -27,6 +27,8 @@
 #include "sluice.h"
 
 #define READ_CHUNK   (16 * 1024)
+#define READ_FIRST   2048           /* a read buffer's first size, and the least a read asks room for */
+#define RBUF_KEEP    256            /* the least a read buffer is shrunk to once its request is in */
 #define WRITE_CAP    (1024 * 1024)  /* bytes of unsent output a connection may queue */
 #define LINGER_MS    2000
 #define ACCEPT_BATCH 64
@@ -431,10 +433,27 @@ flush_dirty(void *ud)
 	}
 }
 
+/* A dispatched request needs of its read buffer only its head's bytes (and any pipelined ones
+ * after it): give back the room that was grown for reading, which a stream would otherwise hold
+ * for its whole life. Shrinking never moves the buffer (mem_realloc trims in place), so the
+ * head's spans stay valid; the next read grows it again. */
+static void
+rbuf_fit(struct conn *c)
+{
+	size_t want = RBUF_KEEP;
+	char *p;
+
+	while (want < c->rbuf.len)
+		want *= 2;
+	if (want < c->rbuf.size && (p = mem_realloc(c->rbuf.data, want)) == c->rbuf.data)
+		c->rbuf.size = want;
+}
+
 /* A request is complete: hand it to the API. */
 static void
 conn_dispatch(struct conn *c)
 {
+	rbuf_fit(c);
 	conn_set_state(c, C_BUSY);
 	assign_request_id(c);
 	if (!c->req.keep_alive)
@@ -518,8 +537,8 @@ conn_read(struct conn *c)
 	 * full: most requests are small, and every idle or streaming connection keeps its buffer. */
 	if (c->rbuf.size - c->rbuf.len >= 1024)
 		room = c->rbuf.size - c->rbuf.len < room ? c->rbuf.size - c->rbuf.len : room;
-	else if (room > (c->rbuf.size ? c->rbuf.size : 2048))
-		room = c->rbuf.size ? c->rbuf.size : 2048;
+	else if (room > (c->rbuf.size > READ_FIRST ? c->rbuf.size : READ_FIRST))
+		room = c->rbuf.size > READ_FIRST ? c->rbuf.size : READ_FIRST;
 	if (room > READ_CHUNK)
 		room = READ_CHUNK;
 	rc = buf_reserve(&c->rbuf, room);
@@ -869,7 +888,7 @@ conn_new(int fd)
 		refuse(fd, "too_many_connections", "the gateway is at max_connections; retry shortly");
 		return;
 	}
-	if ((c = mem_calloc(1, sizeof *c)) == NULL) {
+	if ((c = mem_calloc_exact(1, sizeof *c)) == NULL) { /* 2 KiB and a bit: not rounded to 4 */
 		refuse(fd, "overloaded", "the gateway is out of memory; retry shortly");
 		return;
 	}
