@@ -326,13 +326,12 @@ mark_pieces(uint32_t i, uint32_t m)
 {
 	uint32_t at = i;
 
-	for (int k = MEM_LOGS - 1; k >= 0; k--) {
-		uint32_t bit = (uint32_t)1 << k;
+	while (m != 0) { /* m's set bits, highest first */
+		int k = 31 - __builtin_clz(m);
 
-		if (!(m & bit))
-			continue;
-		M.ctrl[at] = (at == i ? CTRL_USED : CTRL_TAIL) | k | ((m & (bit - 1)) ? CTRL_MORE : 0);
-		at += bit;
+		m &= ~((uint32_t)1 << k);
+		M.ctrl[at] = (unsigned char)((at == i ? CTRL_USED : CTRL_TAIL) | k | (m != 0 ? CTRL_MORE : 0));
+		at += (uint32_t)1 << k;
 	}
 }
 

@@ -485,26 +485,27 @@ fill_slot(struct slot *s, size_t from)
 		s->p[i] = (unsigned char)(s->tag + i);
 }
 
+/* exact: 0 power-of-two calls only; 1 a mix of them and the exact ones (libcurl's). */
 static void
-test_stress(void)
+stress(int exact)
 {
 	static struct slot slots[SLOTS];
 	size_t refused = 0, bad = 0;
 	int ok = 1;
 
-	unit_case("stress: 200000 random operations against a shadow model");
+	unit_case("stress: 200000 random operations against a shadow model%s", exact ? ", exact and power-of-two" : "");
 	if (!init(2 * MB))
 		return;
-	rng = 42;
+	rng = 42 + (uint64_t)exact;
 	memset(slots, 0, sizeof slots);
 	for (int step = 0; step < 200000 && ok; step++) {
 		struct slot *s = &slots[rnd() % SLOTS];
-		unsigned op = rnd() % 3;
+		unsigned op = rnd() % 3, ex = exact && rnd() % 2;
 
 		if (s->p == NULL) {
 			s->n = random_size();
 			s->tag = (unsigned char)rnd();
-			s->p = mem_alloc(s->n);
+			s->p = ex ? mem_alloc_exact(s->n) : mem_alloc(s->n);
 			refused += s->p == NULL;
 			if (s->p)
 				fill_slot(s, 0);
@@ -512,7 +513,7 @@ test_stress(void)
 			ok = CHECKF(0, "step %d: block %p of %zu corrupted", step, (void *)s->p, s->n);
 		} else if (op == 0) {
 			size_t n = random_size();
-			unsigned char *q = mem_realloc(s->p, n);
+			unsigned char *q = ex ? mem_realloc_exact(s->p, n) : mem_realloc(s->p, n);
 
 			refused += q == NULL;
 			if (q != NULL) {
@@ -534,6 +535,96 @@ test_stress(void)
 	CHECK(model_consistent(slots, &bad));
 	for (size_t i = 0; i < SLOTS; i++)
 		mem_free(slots[i].p);
+	check_coalesced();
+	mem_shutdown();
+}
+
+static void
+test_stress(void)
+{
+	stress(0);
+	stress(1);
+}
+
+/*
+ * Exact allocations (what libcurl gets): a request costs its size in whole blocks, not the next
+ * power of two; calloc's are zero however the pages were zeroed; realloc keeps the contents;
+ * mem_free frees them like any other; freeing everything merges the pool back whole.
+ */
+static void
+test_exact(void)
+{
+	static const size_t sizes[] = { 1, 63, 64, 65, 200, 2240, 4096, 4304, 16424, 100000, 300000 };
+	unsigned char *p[NELEM(sizes)];
+
+	if (!init(4 * MB))
+		return;
+	for (size_t i = 0; i < NELEM(sizes); i++) {
+		size_t want = (sizes[i] + MEM_BLOCK - 1) / MEM_BLOCK * MEM_BLOCK;
+
+		unit_case("mem_alloc_exact(%zu): %zu usable bytes, in use as much", sizes[i], want);
+		size_t before = stats().in_use;
+		p[i] = mem_alloc_exact(sizes[i]);
+		if (CHECK(p[i] != NULL)) {
+			CHECKF(mem_usable(p[i]) == want, "usable %zu", mem_usable(p[i]));
+			CHECKF(stats().in_use - before == want, "in use grew by %zu", stats().in_use - before);
+			CHECK(mem_owns(p[i]) && (uintptr_t)p[i] % MEM_BLOCK == 0);
+			memset(p[i], 0xA5, sizes[i]);
+		}
+	}
+	unit_case("mem_alloc_exact: freed in another order, the pool merges back whole");
+	for (size_t i = 0; i < NELEM(sizes); i += 2)
+		mem_free(p[i]);
+	for (size_t i = 1; i < NELEM(sizes); i += 2)
+		mem_free(p[i]);
+	check_coalesced();
+
+	unit_case("mem_calloc_exact: zero, also where a freed, written run is taken again");
+	for (int round = 0; round < 2; round++) {
+		unsigned char *q = mem_calloc_exact(1, 300000);
+		size_t nonzero = 0;
+
+		if (!CHECK(q != NULL))
+			break;
+		for (size_t i = 0; i < 300000; i++)
+			nonzero += q[i] != 0;
+		CHECKF(nonzero == 0, "round %d: %zu bytes not zero", round, nonzero);
+		memset(q, 0x5A, 300000);
+		mem_free(q);
+	}
+	CHECK(mem_calloc_exact(SIZE_MAX / 2, 4) == NULL); /* the product overflows */
+
+	unit_case("mem_realloc_exact: grows and shrinks keeping the contents");
+	{
+		unsigned char *q = mem_alloc_exact(100), *r;
+		int same = 1;
+
+		if (CHECK(q != NULL)) {
+			for (int i = 0; i < 100; i++)
+				q[i] = (unsigned char)i;
+			r = mem_realloc_exact(q, 20000);
+			if (CHECK(r != NULL)) {
+				for (int i = 0; i < 100; i++)
+					same &= r[i] == (unsigned char)i;
+				CHECK(mem_usable(r) == 20032);
+				q = mem_realloc_exact(r, 130);
+				if (CHECK(q != NULL)) {
+					for (int i = 0; i < 100; i++)
+						same &= q[i] == (unsigned char)i;
+					CHECK(mem_usable(q) == 192);
+				}
+			}
+			CHECK(same);
+			mem_free(q);
+		}
+	}
+	unit_case("mem_strdup_exact");
+	{
+		char *d = mem_strdup_exact("sluice");
+
+		CHECK(d != NULL && strcmp(d, "sluice") == 0 && mem_usable(d) == MEM_BLOCK);
+		mem_free(d);
+	}
 	check_coalesced();
 	mem_shutdown();
 }
@@ -601,5 +692,6 @@ suite_mem(void)
 	test_poison();
 	test_bad_free();
 	test_stress();
+	test_exact();
 	test_threads();
 }
