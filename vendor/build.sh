@@ -59,7 +59,8 @@ build_curl() {
       --disable-aws --disable-tls-srp --disable-cookies --disable-netrc --disable-alt-svc \
       --disable-hsts --disable-doh --disable-mime --disable-form-api --disable-httpsrr \
       --disable-progress-meter --disable-libcurl-option --disable-dateparse --disable-unix-sockets \
-      --enable-threaded-resolver --enable-symbol-hiding --enable-proxy \
+      --enable-threaded-resolver --enable-symbol-hiding --enable-proxy --disable-headers-api \
+      --disable-get-easy-options \
       --without-zlib --without-brotli --without-zstd --without-libpsl --without-libidn2 \
       --without-nghttp2 --without-librtmp --without-libssh2 --without-libssh --without-libuv \
       >"$WORK/curl-configure.log" 2>&1) || { tail -30 "$WORK/curl-configure.log"; die "curl configure failed"; }
