@@ -129,8 +129,10 @@ struct emit_state {
 	int         ended;                      /* emit_end() ran */
 	const char *finish;                     /* the finish reason, once given */
 	struct buf  content, reasoning, tools;  /* whole: the message as it accumulates */
-	size_t      args_end[EMIT_MAX_TOOLS];   /* whole: where each call's arguments end in tools */
-	int         key[EMIT_MAX_TOOLS];        /* a decoder's own number for each call (Anthropic: its block index) */
+	/* Per tool call, EMIT_MAX_TOOLS of each, from the arena at the first call (most answers
+	 * have none: 1.5 KiB of every exchange otherwise). */
+	size_t     *args_end;                   /* whole: where each call's arguments end in tools */
+	int        *key;                        /* a decoder's own number for each call (Anthropic: its block index) */
 };
 
 struct exchange {

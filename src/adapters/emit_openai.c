@@ -321,6 +321,12 @@ emit_tool_start(struct exchange *x, const char *id, size_t idn, const char *name
 	if (i == EMIT_MAX_TOOLS)
 		return xc_fail(x, FAIL_MALFORMED, 502, "upstream_malformed", "%s: more than %d tool calls in one answer",
 		    x->target->provider->name, EMIT_MAX_TOOLS);
+	if (e->key == NULL) {
+		e->key = arena_alloc(x->arena, EMIT_MAX_TOOLS * (sizeof *e->key + sizeof *e->args_end));
+		if (e->key == NULL)
+			return no_room(x, BUF_NOMEM);
+		e->args_end = (size_t *)(void *)(e->key + EMIT_MAX_TOOLS); /* 16-aligned base, 512 B in */
+	}
 	e->ntools++;
 	e->key[i] = -1;
 	if (!x->req->stream) {
