@@ -49,7 +49,7 @@ static struct {
 	void          *sig_ud;
 	uint64_t       now;
 	int            stop;
-	int            woken;        /* a tick hook has work: poll must not block */
+	int            woken;        /* a tick hook has work: the wait must not block */
 } L = { .epfd = -1, .sigpipe = { -1, -1 } };
 
 uint64_t
@@ -274,7 +274,7 @@ run_timers(void)
 }
 
 static int
-poll_timeout(void)
+wait_timeout(void)
 {
 	uint64_t d;
 
@@ -290,7 +290,7 @@ poll_timeout(void)
 
 /* ---- tick hooks and signals ---- */
 
-/* Work was queued for a tick hook: the next poll returns at once instead of blocking. */
+/* Work was queued for a tick hook: the next wait returns at once instead of blocking. */
 void
 loop_wake(void)
 {
@@ -381,7 +381,7 @@ loop_run_once(void)
 	L.woken = 0;
 	for (int i = 0; i < L.nticks; i++)
 		L.ticks[i].fn(L.ticks[i].ud);
-	n = epoll_wait(L.epfd, L.fired, L.nfired, poll_timeout());
+	n = epoll_wait(L.epfd, L.fired, L.nfired, wait_timeout());
 	L.now = loop_clock_ms();
 	if (n < 0 && errno != EINTR)
 		log_msg("epoll_wait: %s", strerror(errno));

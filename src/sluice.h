@@ -263,7 +263,7 @@ int config_parse_duration(const char *s, uint32_t *ms);  /* "5s", "250ms", "10m"
 int config_expand_env(const char *in, struct buf *out, char *err, size_t errlen);
 
 /*
- * loop.c — one thread, one poll(): fd watches, one-shot timers in a heap, tick hooks, signals
+ * loop.c — one thread, one epoll wait: fd watches, one-shot timers in a heap, tick hooks, signals
  * through a self-pipe (DESIGN.md §6).
  */
 enum { LOOP_READ = 1, LOOP_WRITE = 2, LOOP_ERROR = 4 };

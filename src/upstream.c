@@ -1,5 +1,5 @@
 /*
- * upstream.c — HTTP requests to providers: libcurl's multi interface driven by our poll loop
+ * upstream.c — HTTP requests to providers: libcurl's multi interface driven by our event loop
  * (curl's docs/examples/ephiperfifo.c pattern). libcurl tells us which sockets to watch
  * (CURLMOPT_SOCKETFUNCTION) and when to call it back (CURLMOPT_TIMERFUNCTION); we drive it with
  * curl_multi_socket_action and reap finished transfers with curl_multi_info_read. All of
