@@ -674,11 +674,11 @@ mem_free(void *p)
 	pthread_mutex_unlock(&M.lock);
 }
 
-char *
-mem_strdup(const char *s)
+static char *
+strdup_with(void *(*alloc)(size_t), const char *s)
 {
 	size_t n = strlen(s) + 1;
-	char *p = mem_alloc(n);
+	char *p = alloc(n);
 
 	if (p != NULL)
 		memcpy(p, s, n);
@@ -686,14 +686,15 @@ mem_strdup(const char *s)
 }
 
 char *
+mem_strdup(const char *s)
+{
+	return strdup_with(mem_alloc, s);
+}
+
+char *
 mem_strdup_exact(const char *s)
 {
-	size_t n = strlen(s) + 1;
-	char *p = mem_alloc_exact(n);
-
-	if (p != NULL)
-		memcpy(p, s, n);
-	return p;
+	return strdup_with(mem_alloc_exact, s);
 }
 
 size_t
