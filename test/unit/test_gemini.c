@@ -257,6 +257,79 @@ check_classes(void)
 	free(sfirst);
 }
 
+/* ---- the gateway's own memory full while translating ---- */
+
+static void *hog[4096];
+static int nhog;
+
+/* Take every byte the allocator has left, then every byte left in the exchange's arena. */
+static void
+memory_full(struct xh *h)
+{
+	for (size_t n = (size_t)1 << 24; n >= MEM_BLOCK; n /= 2)
+		while (nhog < (int)NELEM(hog) && (hog[nhog] = mem_alloc(n)) != NULL)
+			nhog++;
+	for (size_t n = 4096; n >= 16; n /= 2)
+		while (arena_alloc(&h->arena, n) != NULL)
+			;
+}
+
+static void
+memory_back(void)
+{
+	while (nhog > 0)
+		mem_free(hog[--nhog]);
+}
+
+#define EV_USAGE "data: {\"usageMetadata\":{\"promptTokenCount\":3}}\n\n"
+#define EV_TEXT "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"}}]}\n\n"
+#define EV_CALL "data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"f\",\"args\":{}}}]," \
+	"\"role\":\"model\"}}]}\n\n"
+
+/*
+ * The first chunk's head and the first tool call take memory from the request's arena. With
+ * none left: before the commit point the client gets 503 overloaded (never a fallback); after
+ * it, one interruption event and no [DONE]. Either way the process goes on and gives it all back.
+ */
+static void
+check_memory_full(void)
+{
+	struct upstream_result ok = { .ok = 1 };
+	struct xh h;
+	size_t before = xh_in_use();
+
+	unit_case("gemini: memory full at the first chunk, before the commit point: 503 overloaded");
+	if (CHECK(xh_setup(&h, &adapter_gemini, PROVIDER_GEMINI, "prov", MODEL, STREAM_REQ) == 0)) {
+		exchange_upstream_head(&h.x, 200);
+		CHECK(exchange_feed(&h.x, EV_USAGE, strlen(EV_USAGE)) == 0); /* tokens, no chunk yet */
+		CHECK(buf_reserve(&h.x.scratch, 1024) == BUF_OK); /* so it is the head's arena copy that fails */
+		memory_full(&h);
+		CHECK(exchange_feed(&h.x, EV_TEXT, strlen(EV_TEXT)) < 0);
+		exchange_upstream_done(&h.x, &ok);
+		CHECKF(h.cap.status == 503, "status %d", h.cap.status);
+		CHECKF(h.cap.text != NULL && strstr(h.cap.text, "\"code\":\"overloaded\"") != NULL, "%s",
+		    h.cap.text ? xh_printable(h.cap.text, h.cap.len) : "(nothing)");
+		memory_back();
+		xh_teardown(&h);
+	}
+	unit_case("gemini: memory full at the first tool call, after the commit point: one interruption, no [DONE]");
+	if (CHECK(xh_setup(&h, &adapter_gemini, PROVIDER_GEMINI, "prov", MODEL, STREAM_REQ) == 0)) {
+		exchange_upstream_head(&h.x, 200);
+		CHECK(exchange_feed(&h.x, EV_TEXT, strlen(EV_TEXT)) == 0);
+		memory_full(&h);
+		CHECK(exchange_feed(&h.x, EV_CALL, strlen(EV_CALL)) < 0);
+		exchange_upstream_done(&h.x, &ok);
+		CHECKF(h.cap.status == 200, "status %d", h.cap.status);
+		CHECKF(h.cap.text != NULL && strstr(h.cap.text, "out of memory") != NULL &&
+		    strstr(h.cap.text, "[DONE]") == NULL && strstr(h.cap.text, "tool_calls") == NULL, "%s",
+		    h.cap.text ? xh_printable(h.cap.text, h.cap.len) : "(nothing)");
+		memory_back();
+		xh_teardown(&h);
+	}
+	unit_case("gemini: memory full: all of it given back");
+	CHECKF(xh_in_use() == before, "%zu bytes in use, %zu before", xh_in_use(), before);
+}
+
 void
 suite_gemini(void)
 {
@@ -268,6 +341,7 @@ suite_gemini(void)
 	xh_check_rows(&adapter_gemini, PROVIDER_GEMINI, MODEL, rows, NELEM(rows), "gemini");
 	xh_check_answers(&adapter_gemini, PROVIDER_GEMINI, answers, NELEM(answers), "gemini");
 	check_classes();
+	check_memory_full();
 	unit_case("gemini mem in use after all");
 	CHECKF(xh_in_use() == 0, "%zu bytes in use", xh_in_use());
 	mem_shutdown();
