@@ -287,8 +287,13 @@ log_request(struct conn *c)
 	}
 	/* One write(2) a line: stderr is unbuffered, and musl's fprintf writes a line longer than
 	 * 80 bytes to it in several (a system call each, on every request). */
-	if (n > 0)
-		(void)!write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+	if (n <= 0)
+		return;
+	if ((size_t)n >= sizeof line) { /* cut: the line still ends */
+		n = (int)sizeof line - 1;
+		line[n - 1] = '\n';
+	}
+	(void)!write(STDERR_FILENO, line, (size_t)n);
 }
 
 /* The answer is fully written: log it, then serve the next request or close. Returns -1 when
