@@ -13,6 +13,8 @@
 static inline __attribute__((always_inline)) size_t
 skip_ws(const char *s, size_t i, size_t n)
 {
+	if (i < n && (unsigned char)s[i] > ' ')
+		return i; /* the rule: no whitespace at all between tokens */
 	while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
 		i++;
 	return i;
@@ -99,9 +101,11 @@ scan_string(const char *s, size_t i, size_t n)
 			}
 			continue;
 		}
-		if ((l = utf8_len(u, i, n)) == 0)
-			return 0;
-		i += l;
+		do { /* a run of multi-byte characters (most text that is not English) */
+			if ((l = utf8_len(u, i, n)) == 0)
+				return 0;
+			i += l;
+		} while (i < n && u[i] >= 0x80);
 	}
 }
 
@@ -166,7 +170,7 @@ tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int parent)
 
 	if (i < z->cap)
 		z->tok[i] = (jsmntok_t){ .type = type, .start = (int)start, .end = (int)end, .parent = parent };
-	if (parent >= 0 && parent < z->cap)
+	if ((unsigned)parent < (unsigned)z->cap) /* parent -1: a top-level value */
 		z->tok[parent].size++;
 	return i;
 }
@@ -319,6 +323,31 @@ json_skip(const struct json *j, int i)
 	return lo;
 }
 
+/* n bytes at a and b are equal; eight at a time (keys are short: no call to memcmp). */
+static inline __attribute__((always_inline)) int
+bytes_eq(const char *a, const char *b, size_t n)
+{
+	const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+
+	if (n < 8) {
+		for (size_t i = 0; i < n; i++)
+			if (x[i] != y[i])
+				return 0;
+		return 1;
+	}
+	for (size_t i = 0; i + 8 < n; i += 8)
+		if (load_le64(x + i) != load_le64(y + i))
+			return 0;
+	return load_le64(x + n - 8) == load_le64(y + n - 8); /* the last eight, overlapping */
+}
+
+/* Token t is a string whose raw bytes are s. */
+static inline __attribute__((always_inline)) int
+tok_eq(const struct json *j, const jsmntok_t *t, const char *s, size_t n)
+{
+	return t->type == JSMN_STRING && (size_t)(t->end - t->start) == n && bytes_eq(j->src + t->start, s, n);
+}
+
 /* The value token of key in object token obj, or -1. */
 int
 json_findn(const struct json *j, int obj, const char *key, size_t len)
@@ -330,7 +359,7 @@ json_findn(const struct json *j, int obj, const char *key, size_t len)
 	n = j->tok[obj].size;
 	i = obj + 1;
 	for (int k = 0; k < n && i + 1 < j->ntok; k++) {
-		if (json_eqn(j, i, key, len))
+		if (tok_eq(j, &j->tok[i], key, len))
 			return i + 1;
 		i = json_skip(j, i + 1);
 	}
@@ -341,10 +370,7 @@ json_findn(const struct json *j, int obj, const char *key, size_t len)
 int
 json_eqn(const struct json *j, int i, const char *s, size_t n)
 {
-	const jsmntok_t *t = &j->tok[i];
-
-	return t->type == JSMN_STRING && (size_t)(t->end - t->start) == n &&
-	    (n == 0 || (j->src[t->start] == s[0] && memcmp(j->src + t->start, s, n) == 0));
+	return tok_eq(j, &j->tok[i], s, n);
 }
 
 int

@@ -229,18 +229,25 @@ chunk_line(struct sse *p, const char *s, size_t n, sse_event_fn *fn, void *ud)
 	return rc;
 }
 
-/* The offset of the first CR or LF in s[i..len), or len: eight bytes at a time, a CR or LF being
- * a zero byte of w ^ CR… or w ^ LF… (x - 0x01… & ~x sets the high bit of a zero byte; borrows
- * carry only upwards, so the lowest flagged byte is the first line end). */
+/* The offset of the first CR or LF in s[i..len), or len: eight bytes at a time. CR and LF are
+ * both below 0x0E; (w - 0x0E…) & ~w sets the high bit of every byte below 0x0E (a byte with its
+ * own high bit set is masked by ~w), and since borrows carry only upwards the lowest byte flagged
+ * is really the first such byte. One test per word; a control byte that is not CR or LF (a tab)
+ * just resumes the scan after it. */
 static size_t
 line_end(const char *s, size_t i, size_t len)
 {
-	for (; i + 8 <= len; i += 8) {
-		uint64_t w = load_le64(s + i), a = w ^ (SWAR_ONES * '\r'), b = w ^ (SWAR_ONES * '\n');
-		uint64_t m = (((a - SWAR_ONES) & ~a) | ((b - SWAR_ONES) & ~b)) & SWAR_HIGH;
+	while (i + 8 <= len) {
+		uint64_t w = load_le64(s + i), m = (w - SWAR_ONES * 0x0E) & ~w & SWAR_HIGH;
 
-		if (m != 0)
-			return i + ((size_t)__builtin_ctzll(m) >> 3);
+		if (m == 0) {
+			i += 8;
+			continue;
+		}
+		i += (size_t)__builtin_ctzll(m) >> 3;
+		if (s[i] == '\r' || s[i] == '\n')
+			return i;
+		i++;
 	}
 	while (i < len && s[i] != '\r' && s[i] != '\n')
 		i++;

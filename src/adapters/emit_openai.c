@@ -159,7 +159,7 @@ put_head(struct exchange *x, struct buf *b, const char *object)
 /* Start a chunk in scratch: the head and, unless delta is NULL, the start of the delta's value.
  * The head is the same for every chunk of the exchange: built once, then copied. */
 static int
-chunk_open(struct exchange *x, const char *delta)
+chunk_open_n(struct exchange *x, const char *delta, size_t deltan)
 {
 	struct emit_state *e = &x->em;
 	struct buf *b = &x->scratch;
@@ -177,21 +177,34 @@ chunk_open(struct exchange *x, const char *delta)
 	}
 	if (delta != NULL) {
 		rc = rc ? rc : buf_append(b, CHOICE, sizeof CHOICE - 1);
-		rc = rc ? rc : buf_puts(b, delta);
+		rc = rc ? rc : buf_append(b, delta, deltan);
 	}
 	return rc;
 }
 
+/* Callers pass literals: inline, so that their lengths are known when compiled. */
+static inline __attribute__((always_inline)) int
+chunk_open(struct exchange *x, const char *delta)
+{
+	return chunk_open_n(x, delta, delta != NULL ? strlen(delta) : 0);
+}
+
 /* Send the chunk: scratch, then the provider's bytes s, then close and the choice's tail. */
 static int
-chunk_send(struct exchange *x, const char *s, size_t n, const char *close, unsigned flags)
+chunk_send_n(struct exchange *x, const char *s, size_t n, const char *close, size_t closen, unsigned flags)
 {
 	struct iovec v[4] = {
 		{ x->scratch.data, x->scratch.len }, { (void *)s, n },
-		{ (void *)close, strlen(close) }, { (void *)TAIL, sizeof TAIL - 1 },
+		{ (void *)close, closen }, { (void *)TAIL, sizeof TAIL - 1 },
 	};
 
 	return xc_chunk(x, v, 4, flags);
+}
+
+static inline __attribute__((always_inline)) int
+chunk_send(struct exchange *x, const char *s, size_t n, const char *close, unsigned flags)
+{
+	return chunk_send_n(x, s, n, close, strlen(close), flags);
 }
 
 /* The role chunk, once, before the first delta: preamble, held until content comes. */
@@ -209,7 +222,7 @@ role(struct exchange *x)
 }
 
 /* A delta whose one string field is the provider's escaped bytes s: {"field":"s"}. */
-static int
+static inline __attribute__((always_inline)) int
 string_delta(struct exchange *x, const char *open, const char *s, size_t n)
 {
 	int rc;

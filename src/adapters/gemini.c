@@ -506,6 +506,8 @@ finish_reason(const struct json *j, int t, int calls)
 	static const char *const filtered[] = { "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
 	    "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION" };
 
+	if (xl_eq(j, t, "STOP")) /* the usual end: no list to search */
+		return calls > 0 ? "tool_calls" : "stop";
 	if (xl_eq(j, t, "MAX_TOKENS"))
 		return "length";
 	for (size_t i = 0; i < NELEM(filtered); i++)

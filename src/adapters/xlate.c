@@ -1,6 +1,7 @@
 /*
  * xlate.c — what the translating adapters share (see xlate.h).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -117,12 +118,6 @@ xl_written(struct exchange *x, const struct jw *w)
 /* ---- tokens ---- */
 
 int
-xl_eq(const struct json *j, int t, const char *s)
-{
-	return t >= 0 && json_eq(j, t, s);
-}
-
-int
 xl_is_str(const struct json *j, int t)
 {
 	return t >= 0 && j->tok[t].type == JSMN_STRING;
@@ -149,7 +144,25 @@ xl_is_true(const struct json *j, int t)
 long
 xl_long(const struct json *j, int t)
 {
-	return t >= 0 && j->tok[t].type == JSMN_PRIMITIVE ? strtol(xl_src(j, t), NULL, 10) : 0;
+	const char *p, *end;
+	long v = 0;
+	int neg;
+
+	if (t < 0 || j->tok[t].type != JSMN_PRIMITIVE)
+		return 0;
+	/* A validated number (or literal): its integer part, saturated as strtol would, without
+	 * strtol's locale and base machinery (a count per usage field per stream chunk). */
+	p = xl_src(j, t), end = p + xl_len(j, t);
+	if ((neg = p < end && *p == '-'))
+		p++;
+	for (; p < end && *p >= '0' && *p <= '9'; p++) {
+		int d = *p - '0';
+
+		if (v > (LONG_MAX - d) / 10)
+			return neg ? LONG_MIN : LONG_MAX;
+		v = v * 10 + d;
+	}
+	return neg ? -v : v;
 }
 
 int

@@ -39,7 +39,8 @@ void jw_printf(struct jw *w, const char *fmt, ...) __attribute__((format(printf,
 int  jw_json_in_string(struct jw *w, const struct json *j, int t, int want_object);
 
 /* Token helpers over any parsed document; a token index of -1 (json_find's "absent") is safe. */
-int  xl_eq(const struct json *j, int t, const char *s);          /* a string token equal to s */
+/* A string token equal to s; inline so that a literal's length is known when compiled. */
+static inline __attribute__((always_inline)) int xl_eq(const struct json *j, int t, const char *s) { return t >= 0 && json_eq(j, t, s); }
 int  xl_is_str(const struct json *j, int t);                   /* a string token */
 int  xl_nonempty(const struct json *j, int t);                 /* a non-empty string token */
 int  xl_present(const struct json *j, int t);                  /* present and not null */

@@ -2,10 +2,12 @@
  * test_json.c — reading JSON (json_parse over jsmn, json_find, json_skip, json_eq, json_is_null,
  * json_skip_end) and writing it (json_escape into a capped buffer).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sluice.h"
 #include "unit.h"
+#include "adapters/xlate.h"
 
 /* The text of token i (a string's without its quotes). */
 static const char *
@@ -602,6 +604,66 @@ test_escape(void)
 	}
 }
 
+/* json_eqn compares eight bytes at a time with an overlapping last word: a key of every length
+ * to 40 must equal itself and differ from each copy with one byte changed, wherever it is. */
+static void
+test_eq_lengths(void)
+{
+	char doc[64], key[48];
+	struct arena a;
+	struct json j;
+	int bad = 0;
+
+	unit_case("json_eqn: every key length 0..40, one byte changed at every position");
+	for (size_t n = 0; n <= 40; n++) {
+		for (size_t i = 0; i < n; i++)
+			key[i] = (char)('a' + (i * 7 + n) % 26);
+		snprintf(doc, sizeof doc, "{\"%.*s\":1}", (int)n, key);
+		arena_init(&a);
+		if (json_parse(&j, &a, doc, strlen(doc)) != 3) {
+			bad++;
+			arena_release(&a);
+			continue;
+		}
+		bad += !json_eqn(&j, 1, key, n) || json_findn(&j, 0, key, n) != 2;
+		bad += n > 0 && json_eqn(&j, 1, key, n - 1); /* a prefix is not the key */
+		for (size_t i = 0; i < n; i++) {
+			key[i] ^= 0x20;
+			bad += json_eqn(&j, 1, key, n) || json_findn(&j, 0, key, n) != -1;
+			key[i] ^= 0x20;
+		}
+		arena_release(&a);
+	}
+	CHECKF(bad == 0, "%d wrong answers", bad);
+}
+
+/* xl_long: a number token's integer part, saturated at the long's limits as strtol would. */
+static void
+test_long(void)
+{
+	static const struct {
+		const char *doc;
+		long        want;
+	} rows[] = {
+		{ "[0]", 0 }, { "[138]", 138 }, { "[-42]", -42 }, { "[12.9]", 12 }, { "[3e2]", 3 },
+		{ "[9223372036854775807]", LONG_MAX }, { "[9223372036854775808]", LONG_MAX },
+		{ "[123456789012345678901234]", LONG_MAX }, { "[-9223372036854775808]", LONG_MIN },
+		{ "[-99999999999999999999]", LONG_MIN }, { "[true]", 0 }, { "[null]", 0 }, { "[\"7\"]", 0 },
+	};
+	struct arena a;
+	struct json j;
+
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		unit_case("xl_long: %s", rows[i].doc);
+		arena_init(&a);
+		if (CHECK(json_parse(&j, &a, rows[i].doc, strlen(rows[i].doc)) == 2))
+			CHECKF(xl_long(&j, 1) == rows[i].want, "%ld, want %ld", xl_long(&j, 1), rows[i].want);
+		arena_release(&a);
+	}
+	unit_case("xl_long: an absent token is 0");
+	CHECK(xl_long(&j, -1) == 0);
+}
+
 void
 suite_json(void)
 {
@@ -614,6 +676,8 @@ suite_json(void)
 	test_parse();
 	test_parse_nomem();
 	test_find();
+	test_eq_lengths();
+	test_long();
 	test_skip();
 	test_eq_null();
 	test_skip_end();

@@ -310,6 +310,11 @@ static const struct row rows[] = {
 	{ "one event", "data: hello\n\n", 0, 0, 0, 0, { { "", "hello" }, { 0 } } },
 	{ "two events", "data: a\n\ndata: b\n\n", 0, 0, 0, 0, { { "", "a" }, { "", "b" }, { 0 } } },
 	{ "multi-line data", "data: a\ndata: b\ndata: c\n\n", 0, 0, 0, 0, { { "", "a\nb\nc" }, { 0 } } },
+	/* Line ends are found eight bytes at a time by "a byte below 0x0E": the other such bytes (and
+	 * high bytes whose low bits are CR or LF) at every offset of a word are not line ends. */
+	{ "control and high bytes inside lines", "data: a\tb\x0b" "c\x0c" "d\x01" "e\x8d\x8a\xc3\xa9" "fgh\tij\t\t\t\t\t\t\t\tk\n"
+	  "data: \x8a\x8d\x8a\x8d\x8a\x8d\x8a\x8dz\n\n", 0, 0, 0, 0,
+	  { { "", "a\tb\x0b" "c\x0c" "d\x01" "e\x8d\x8a\xc3\xa9" "fgh\tij\t\t\t\t\t\t\t\tk\n\x8a\x8d\x8a\x8d\x8a\x8d\x8a\x8dz" }, { 0 } } },
 	{ "no space after the colon (TGI)", "data:{\"x\":1}\n\n", 0, 0, 0, 0,
 	  { { "", "{\"x\":1}" }, { 0 } } },
 	{ "two spaces: only one removed", "data:  two\n\n", 0, 0, 0, 0, { { "", " two" }, { 0 } } },
