@@ -10,29 +10,31 @@
 
 #define JSON_MAX_DEPTH 128
 
+/* JSON's whitespace (space, LF, CR, tab) as bits of a mask indexed by the byte. */
+#define WS_BITS ((1ull << ' ') | (1ull << '\n') | (1ull << '\r') | (1ull << '\t'))
+
 static inline __attribute__((always_inline)) size_t
 skip_ws(const char *s, size_t i, size_t n)
 {
-	if (i < n && (unsigned char)s[i] > ' ')
-		return i; /* the rule: no whitespace at all between tokens */
-	while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+	while (i < n && (unsigned char)s[i] <= ' ' && (WS_BITS >> (unsigned char)s[i] & 1))
 		i++;
 	return i;
 }
 
-/* One UTF-8 sequence at s[i]: its length, or 0 if malformed (overlong, surrogate, > U+10FFFF). */
-static size_t
+/* One UTF-8 sequence at s[i] (its first byte >= 0x80): its length, or 0 if malformed (overlong,
+ * surrogate, > U+10FFFF). The usual cases first: two bytes, and three outside E0 and ED (whose
+ * second bytes have narrower ranges), where every continuation byte is just 10xxxxxx. */
+static inline __attribute__((always_inline)) size_t
 utf8_len(const unsigned char *s, size_t i, size_t n)
 {
-	unsigned char c = s[i];
+	unsigned char c = s[i], lo = 0x80, hi = 0xBF;
 	size_t len;
-	unsigned char lo = 0x80, hi = 0xBF;
 
-	if (c < 0x80)
-		return 1;
 	if (c >= 0xC2 && c <= 0xDF)
-		len = 2;
-	else if (c >= 0xE0 && c <= 0xEF)
+		return i + 1 < n && (s[i + 1] & 0xC0) == 0x80 ? 2 : 0;
+	if (c >= 0xE1 && c <= 0xEF && c != 0xED)
+		return i + 2 < n && (s[i + 1] & 0xC0) == 0x80 && (s[i + 2] & 0xC0) == 0x80 ? 3 : 0;
+	if (c == 0xE0 || c == 0xED)
 		len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
 	else if (c >= 0xF0 && c <= 0xF4)
 		len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
@@ -168,8 +170,15 @@ tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int parent)
 {
 	int i = z->n++;
 
-	if (i < z->cap)
-		z->tok[i] = (jsmntok_t){ .type = type, .start = (int)start, .end = (int)end, .parent = parent };
+	if (i < z->cap) { /* field by field: a compound literal was built on the stack, then copied */
+		jsmntok_t *t = &z->tok[i];
+
+		t->type = type;
+		t->start = (int)start;
+		t->end = (int)end;
+		t->size = 0;
+		t->parent = parent;
+	}
 	if ((unsigned)parent < (unsigned)z->cap) /* parent -1: a top-level value */
 		z->tok[parent].size++;
 	return i;
@@ -364,6 +373,34 @@ json_findn(const struct json *j, int obj, const char *key, size_t len)
 		i = json_skip(j, i + 1);
 	}
 	return -1;
+}
+
+/* Several keys of one object in one walk over its keys (a decoder reading five fields of one
+ * object would otherwise walk it five times): vals[k] is the value token of keys[k] (its first
+ * occurrence, as json_find gives), or -1. */
+void
+json_fields(const struct json *j, int obj, const struct json_key *keys, int nkeys, int *vals)
+{
+	int i, n, left = nkeys;
+
+	for (int k = 0; k < nkeys; k++)
+		vals[k] = -1;
+	if (obj < 0 || obj >= j->ntok || j->tok[obj].type != JSMN_OBJECT)
+		return;
+	n = j->tok[obj].size;
+	i = obj + 1;
+	for (int m = 0; m < n && i + 1 < j->ntok && left > 0; m++) {
+		const char *key = j->src + j->tok[i].start;
+		size_t len = (size_t)(j->tok[i].end - j->tok[i].start);
+
+		for (int k = 0; k < nkeys; k++) /* the length and first byte rule out nearly all */
+			if (keys[k].n == len && (len == 0 || keys[k].s[0] == key[0]) && vals[k] < 0 &&
+			    bytes_eq(key, keys[k].s, len)) {
+				vals[k] = i + 1; /* and on: a key asked for twice gets the same first value */
+				left--;
+			}
+		i = json_skip(j, i + 1);
+	}
 }
 
 /* Token i is a string equal to s (compared raw: keys we look up never need escapes). */

@@ -501,6 +501,12 @@ int  json_parse_buf(struct json *j, struct buf *store, const char *src, size_t l
 int  json_findn(const struct json *j, int obj, const char *key, size_t n); /* value token, or -1 */
 int  json_skip(const struct json *j, int i);                      /* index after token i's subtree */
 int  json_eqn(const struct json *j, int i, const char *s, size_t n);
+struct json_key {
+	const char *s;
+	size_t      n;
+};
+#define JSON_KEY(lit) { lit, sizeof lit - 1 }
+void json_fields(const struct json *j, int obj, const struct json_key *keys, int nkeys, int *vals);
 /* Keys are literals: inline, their lengths are known when compiled. */
 static inline __attribute__((always_inline)) int json_find(const struct json *j, int obj, const char *key) { return json_findn(j, obj, key, strlen(key)); }
 static inline __attribute__((always_inline)) int json_eq(const struct json *j, int i, const char *s) { return json_eqn(j, i, s, strlen(s)); }

@@ -151,10 +151,14 @@ event_name(struct sse *p, const char *v, size_t n)
 static int
 field(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, void *ud)
 {
-	const char *colon = memchr(s, ':', n);
-	size_t name = colon ? (size_t)(colon - s) : n;
-	const char *v = s + name + (colon != NULL);
-	size_t vn = n - (size_t)(v - s);
+	size_t name = 0;
+	const char *v;
+	size_t vn;
+
+	while (name < n && s[name] != ':') /* field names are short: no call to memchr */
+		name++;
+	v = s + name + (name < n);
+	vn = n - (size_t)(v - s);
 
 	if (name == 0)
 		return 0; /* a comment (keep-alive) */

@@ -519,11 +519,14 @@ finish_reason(const struct json *j, int t, int calls)
 static void
 usage(struct exchange *x, const struct json *j, int u)
 {
+	static const struct json_key keys[] = { JSON_KEY("promptTokenCount"), JSON_KEY("toolUsePromptTokenCount"),
+	    JSON_KEY("candidatesTokenCount"), JSON_KEY("thoughtsTokenCount"), JSON_KEY("cachedContentTokenCount") };
+	int v[NELEM(keys)];
+
 	if (u < 0 || j->tok[u].type != JSMN_OBJECT)
 		return;
-	xc_usage(x, xl_long(j, json_find(j, u, "promptTokenCount")) + xl_long(j, json_find(j, u, "toolUsePromptTokenCount")),
-	    xl_long(j, json_find(j, u, "candidatesTokenCount")) + xl_long(j, json_find(j, u, "thoughtsTokenCount")),
-	    xl_long(j, json_find(j, u, "cachedContentTokenCount")));
+	json_fields(j, u, keys, NELEM(keys), v);
+	xc_usage(x, xl_long(j, v[0]) + xl_long(j, v[1]), xl_long(j, v[2]) + xl_long(j, v[3]), xl_long(j, v[4]));
 }
 
 /* A whole functionCall: one tool call, its id (Gemini's own if it gave one, else the emitter's
@@ -552,9 +555,12 @@ parts(struct exchange *x, const struct json *j, int cand)
 	if (ps < 0 || j->tok[ps].type != JSMN_ARRAY)
 		return 0;
 	for (int k = 0, p = ps + 1; k < j->tok[ps].size; k++, p = json_skip(j, p)) {
-		int t = json_find(j, p, "text"), fc = json_find(j, p, "functionCall"), rc = 0;
+		static const struct json_key keys[] = { JSON_KEY("text"), JSON_KEY("functionCall"), JSON_KEY("thought") };
+		int v[NELEM(keys)], t, fc, rc = 0;
 
-		if (xl_nonempty(j, t) && xl_is_true(j, json_find(j, p, "thought")))
+		json_fields(j, p, keys, NELEM(keys), v);
+		t = v[0], fc = v[1];
+		if (xl_nonempty(j, t) && xl_is_true(j, v[2]))
 			rc = emit_reasoning(x, xl_src(j, t), xl_len(j, t));
 		else if (xl_nonempty(j, t))
 			rc = emit_text(x, xl_src(j, t), xl_len(j, t));
@@ -566,20 +572,32 @@ parts(struct exchange *x, const struct json *j, int cand)
 	return 0;
 }
 
-/* One GenerateContentResponse (a chunk, or the whole answer). */
-static int
-decode(struct exchange *x, const struct json *j)
-{
-	int cand = xl_elem(j, json_find(j, 0, "candidates"), 0), fr;
+/* One GenerateContentResponse (a chunk, or the whole answer), its top-level fields read in one
+ * walk: the error (checked first by the caller), the candidates, usage, and a prompt's block. */
+enum { TOP_ERROR, TOP_CANDIDATES, TOP_USAGE, TOP_FEEDBACK, TOP_N };
 
-	usage(x, j, json_find(j, 0, "usageMetadata"));
+static void
+top_fields(const struct json *j, int *v)
+{
+	static const struct json_key keys[TOP_N] = { JSON_KEY("error"), JSON_KEY("candidates"),
+	    JSON_KEY("usageMetadata"), JSON_KEY("promptFeedback") };
+
+	json_fields(j, 0, keys, TOP_N, v);
+}
+
+static int
+decode(struct exchange *x, const struct json *j, const int *top)
+{
+	int cand = xl_elem(j, top[TOP_CANDIDATES], 0), fr;
+
+	usage(x, j, top[TOP_USAGE]);
 	if (x->em.finish != NULL)
 		return 0; /* past the finish only usage counts */
 	if (cand >= 0 && parts(x, j, cand) < 0)
 		return -1;
 	if (xl_nonempty(j, fr = json_find(j, cand, "finishReason")))
 		return emit_finish(x, finish_reason(j, fr, x->em.ntools));
-	if (cand < 0 && xl_present(j, json_find(j, json_find(j, 0, "promptFeedback"), "blockReason")))
+	if (cand < 0 && xl_present(j, json_find(j, top[TOP_FEEDBACK], "blockReason")))
 		return emit_finish(x, "content_filter"); /* the prompt was blocked: no candidates */
 	return 0;
 }
@@ -662,11 +680,14 @@ stream_event(struct exchange *x, const struct sse_event *ev)
 {
 	struct json j;
 
+	int top[TOP_N];
+
 	if (parse(x, &j, ev->data, ev->data_len, "a stream event that is not a JSON object") < 0)
 		return -1;
-	if (xl_present(&j, json_find(&j, 0, "error")))
+	top_fields(&j, top);
+	if (xl_present(&j, top[TOP_ERROR]))
 		return error_event(x, &j);
-	return decode(x, &j);
+	return decode(x, &j, top);
 }
 
 /* The provider's stream ended: after the finish, the usage chunk and the end. */
@@ -686,11 +707,14 @@ response(struct exchange *x, const char *p, size_t n)
 {
 	struct json j;
 
+	int top[TOP_N];
+
 	if (parse(x, &j, p, n, "an answer that is not a JSON object") < 0)
 		return -1;
-	if (xl_present(&j, json_find(&j, 0, "error")))
+	top_fields(&j, top);
+	if (xl_present(&j, top[TOP_ERROR]))
 		return error_event(x, &j);
-	if (decode(x, &j) < 0)
+	if (decode(x, &j, top) < 0)
 		return -1;
 	if (x->em.finish == NULL && emit_finish(x, x->em.ntools > 0 ? "tool_calls" : "stop") < 0)
 		return -1;

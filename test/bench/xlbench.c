@@ -7,13 +7,18 @@
  *   xlbench anthropic|gemini N   N iterations of one adapter, then its key=value lines — for
  *                                valgrind --tool=callgrind: Ir(N) − Ir(1) over (N−1) × events
  *                                is the cost per event, start-up excluded
+ *   xlbench anthropic-mid|gemini-mid N
+ *                                one exchange of the adapter's text stream with its first content
+ *                                event fed N times: a long stream's middle. Ir(N+1) − Ir(1) over
+ *                                N is what one more content event costs once the stream runs
  *
  * One iteration = every fixture of the adapter, each in a fresh exchange (set up, fed, ended,
  * released as the connection's `gone` releases it), fed one SSE event per exchange_feed call, as
  * the provider's writes would arrive. An "event" is one upstream SSE event (one data: line);
  * "chunks" are the pieces the exchange wrote to the client (chat.completion.chunk events, the
  * usage chunk and [DONE]). The per-event figures include each exchange's set-up and release,
- * spread over its events. Run from the repository's root (it reads test/fixtures/).
+ * spread over its events; the recorded streams are short (Gemini's: 1 or 2 events), so those
+ * are mostly what a stream costs to start and end, and the mid-stream figure is the other half. Run from the repository's root (it reads test/fixtures/).
  * Each exchange's output is checked to end with [DONE] exactly once; otherwise exit 1.
  */
 #include <stdio.h>
@@ -108,6 +113,7 @@ struct bench {
 	enum provider_type   type;
 	const char          *model;
 	const char          *files[2];
+	int                  mid;     /* files[0]'s first content event: the one a long stream repeats */
 	struct fixture       fx[2];
 	struct cfg_provider  prov;
 	struct target        tgt;
@@ -117,9 +123,9 @@ static struct config cfg;   /* all zero: stream_heartbeat 0, no timer is armed *
 
 static struct bench benches[] = {
 	{ .name = "anthropic", .label = "Anthropic → OpenAI", .adapter = &adapter_anthropic, .type = PROVIDER_ANTHROPIC,
-	  .model = "claude-sonnet-4-5", .files = { "anthropic_stream_text.sse", "anthropic_stream_tool_use.sse" } },
+	  .model = "claude-sonnet-4-5", .files = { "anthropic_stream_text.sse", "anthropic_stream_tool_use.sse" }, .mid = 3 },
 	{ .name = "gemini", .label = "Gemini → OpenAI", .adapter = &adapter_gemini, .type = PROVIDER_GEMINI,
-	  .model = "gemini-2.5-flash", .files = { "gemini_stream_text.sse", "gemini_stream_function_call.sse" } },
+	  .model = "gemini-2.5-flash", .files = { "gemini_stream_text.sse", "gemini_stream_function_call.sse" }, .mid = 0 },
 };
 
 static void
@@ -180,9 +186,10 @@ read_request(void)
 	req.include_usage = req.stream && t >= 0 && json_eq_literal(&req.j, t, "true");
 }
 
-/* One exchange: set up, the fixture fed event by event, ended, released. */
+/* One exchange: set up, the fixture fed event by event (event `rep` fed `times` times), ended,
+ * released. */
 static void
-run_one(struct bench *b, const struct fixture *f, struct count *c)
+run_one(struct bench *b, const struct fixture *f, struct count *c, int rep, long times)
 {
 	static struct exchange x;
 	struct arena arena;
@@ -207,10 +214,12 @@ run_one(struct bench *b, const struct fixture *f, struct count *c)
 	exchange_prepare(&x);
 	exchange_upstream_head(&x, 200);
 	for (int i = 0; i < f->npieces; i++) {
-		if (exchange_feed(&x, f->data + at, f->cut[i] - at) < 0)
-			break;
+		for (long r = 0; r < (i == rep ? times : 1); r++)
+			if (exchange_feed(&x, f->data + at, f->cut[i] - at) < 0)
+				goto done;
 		at = f->cut[i];
 	}
+done:
 	exchange_upstream_done(&x, &ok);
 	exchange_handler.gone(&x);
 	arena_release(&arena);
@@ -220,6 +229,18 @@ struct totals {
 	uint64_t bytes, writes;
 };
 
+/* Exit unless the output was one whole stream. */
+static void
+check_whole(const struct bench *b, int k, const struct count *c)
+{
+	if (c->ends != 1 || c->status != 200 || c->ntail < 14 ||
+	    memcmp(c->tail + c->ntail - 14, "data: [DONE]\n\n", 14) != 0) {
+		fprintf(stderr, "xlbench: %s %s: not a whole stream (status %d, %d ends, %llu bytes)\n", b->name,
+		    b->files[k], c->status, c->ends, (unsigned long long)c->bytes);
+		exit(1);
+	}
+}
+
 /* One iteration: every fixture of the adapter. Exits if any output is not a whole stream. */
 static void
 iterate(struct bench *b, struct totals *t)
@@ -227,16 +248,21 @@ iterate(struct bench *b, struct totals *t)
 	struct count c;
 
 	for (int k = 0; k < 2; k++) {
-		run_one(b, &b->fx[k], &c);
-		if (c.ends != 1 || c.status != 200 || c.ntail < 14 ||
-		    memcmp(c.tail + c.ntail - 14, "data: [DONE]\n\n", 14) != 0) {
-			fprintf(stderr, "xlbench: %s %s: not a whole stream (status %d, %d ends, %llu bytes)\n", b->name,
-			    b->files[k], c.status, c.ends, (unsigned long long)c.bytes);
-			exit(1);
-		}
+		run_one(b, &b->fx[k], &c, -1, 1);
+		check_whole(b, k, &c);
 		t->bytes += c.bytes;
 		t->writes += c.writes;
 	}
+}
+
+/* A long stream: the text fixture with its first content event fed `times` times. */
+static void
+long_stream(struct bench *b, long times)
+{
+	struct count c;
+
+	run_one(b, &b->fx[0], &c, b->mid, times);
+	check_whole(b, 0, &c);
 }
 
 static int
@@ -261,6 +287,29 @@ print_kv(const struct bench *b, const struct totals *per_iter)
 	printf("%s.chunks=%llu\n", b->name, (unsigned long long)per_iter->writes);
 	printf("%s.bytes_in=%zu\n", b->name, b->fx[0].len + b->fx[1].len);
 	printf("%s.bytes_out=%llu\n", b->name, (unsigned long long)per_iter->bytes);
+}
+
+/* The cost of one more content event in a running stream: a stream of MID_EVENTS + 1 content
+ * events minus one of 1, over MID_EVENTS; best of 5. */
+#define MID_EVENTS 2000
+
+static void
+timed_mid(struct bench *b)
+{
+	double best = 0;
+
+	for (int r = 0; r < 5; r++) {
+		double t0 = now_ns(), t1, t2;
+
+		long_stream(b, 1);
+		t1 = now_ns();
+		long_stream(b, MID_EVENTS + 1);
+		t2 = now_ns();
+		if (r == 0 || (t2 - t1) - (t1 - t0) < best)
+			best = (t2 - t1) - (t1 - t0);
+	}
+	printf("%s.mid_bytes=%zu\n", b->name, b->fx[0].cut[b->mid] - (b->mid > 0 ? b->fx[0].cut[b->mid - 1] : 0));
+	printf("%s.ns_mid=%.0f\n", b->name, best / MID_EVENTS);
 }
 
 /* Time one adapter: iterations for at least ~0.3 s after a warm-up, the best of 5 runs. */
@@ -297,6 +346,7 @@ timed(struct bench *b)
 	printf("%s.ns_per_iter=%.0f\n", b->name, best);
 	printf("%s.ns_per_event=%.0f\n", b->name, best / events(b));
 	printf("%s.ns_per_chunk_out=%.0f\n", b->name, best / (double)t.writes);
+	timed_mid(b);
 }
 
 int
@@ -305,15 +355,20 @@ main(int argc, char **argv)
 	char err[256];
 	struct bench *only = NULL;
 	long iters = 0;
+	int mid = 0;
 
 	if (argc == 3) {
+		size_t n = strlen(argv[1]);
+
+		if ((mid = n > 4 && strcmp(argv[1] + n - 4, "-mid") == 0))
+			n -= 4;
 		for (size_t i = 0; i < NELEM(benches); i++)
-			if (strcmp(argv[1], benches[i].name) == 0)
+			if (strlen(benches[i].name) == n && strncmp(argv[1], benches[i].name, n) == 0)
 				only = &benches[i];
 		iters = strtol(argv[2], NULL, 10);
 	}
 	if (argc != 1 && (only == NULL || iters < 1)) {
-		fprintf(stderr, "usage: xlbench [anthropic|gemini ITERATIONS]\n");
+		fprintf(stderr, "usage: xlbench [anthropic|gemini ITERATIONS | anthropic-mid|gemini-mid EVENTS]\n");
 		return 2;
 	}
 	if (mem_init(64u << 20, err, sizeof err) != 0)
@@ -328,6 +383,10 @@ main(int argc, char **argv)
 		b->tgt = (struct target){ .provider = &b->prov, .model = b->model, .adapter = b->adapter };
 		for (int k = 0; k < 2; k++)
 			load(&b->fx[k], b->files[k]);
+	}
+	if (only != NULL && mid) {
+		long_stream(only, iters);
+		return 0;
 	}
 	if (only != NULL) {
 		struct totals t = { 0 };

@@ -637,6 +637,43 @@ test_eq_lengths(void)
 	CHECKF(bad == 0, "%d wrong answers", bad);
 }
 
+/* json_fields gives, for every key of a list, what json_find gives for it alone: each subset of
+ * eight keys (present, absent, duplicated, one a value and not a key), on each object token of a
+ * document with a duplicate key, and on tokens that are not objects. */
+static void
+test_fields(void)
+{
+	static const char doc[] = "{\"a\":1,\"n\":{\"a\":2,\"b\":{\"a\":3}},\"arr\":[{\"b\":5},\"b\"],\"b\":\"x\","
+	    "\"a\":9,\"\":0,\"last\":[1,[2]],\"x\":{}}";
+	static const struct json_key all[] = { JSON_KEY("a"), JSON_KEY("b"), JSON_KEY("arr"), JSON_KEY(""),
+	    JSON_KEY("last"), JSON_KEY("missing"), JSON_KEY("5"), JSON_KEY("a") };
+	struct json_key keys[NELEM(all)];
+	struct arena a;
+	struct json j;
+	int n, bad = 0;
+
+	unit_case("json_fields: every subset of keys on every token, as json_find");
+	arena_init(&a);
+	if (!CHECK((n = json_parse(&j, &a, doc, sizeof doc - 1)) > 0)) {
+		arena_release(&a);
+		return;
+	}
+	for (unsigned set = 0; set < 1u << NELEM(all); set++) {
+		int nk = 0, vals[NELEM(all)];
+
+		for (size_t k = 0; k < NELEM(all); k++)
+			if (set >> k & 1)
+				keys[nk++] = all[k];
+		for (int obj = -1; obj <= n; obj++) {
+			json_fields(&j, obj, keys, nk, vals);
+			for (int k = 0; k < nk; k++)
+				bad += vals[k] != json_findn(&j, obj, keys[k].s, keys[k].n);
+		}
+	}
+	CHECKF(bad == 0, "%d answers differ from json_find's", bad);
+	arena_release(&a);
+}
+
 /* xl_long: a number token's integer part, saturated at the long's limits as strtol would. */
 static void
 test_long(void)
@@ -677,6 +714,7 @@ suite_json(void)
 	test_parse_nomem();
 	test_find();
 	test_eq_lengths();
+	test_fields();
 	test_long();
 	test_skip();
 	test_eq_null();

@@ -270,6 +270,14 @@ test_every_offset(void)
 		{ "\xe6\x97\xa5", 1 }, { "\x7f", 1 },
 		{ "\x01", 0 }, { "\x1f", 0 }, { "\t", 0 }, { "\n", 0 }, { "\\x", 0 }, { "\\u12g4", 0 }, { "\xff", 0 },
 		{ "\x80", 0 }, { "\xc3", 0 }, { "\xe6\x97", 0 },
+		/* UTF-8 at the edges of each form's ranges, runs of characters, and what is not UTF-8:
+		 * overlong forms, surrogates, past U+10FFFF, a continuation byte missing or wrong. */
+		{ "\xc2\x80", 1 }, { "\xdf\xbf", 1 }, { "\xe0\xa0\x80", 1 }, { "\xe1\x80\x80", 1 }, { "\xed\x9f\xbf", 1 },
+		{ "\xee\x80\x80", 1 }, { "\xef\xbf\xbf", 1 }, { "\xf0\x90\x80\x80", 1 }, { "\xf4\x8f\xbf\xbf", 1 },
+		{ "\xe6\x97\xa5\xe6\x9c\xac\xc3\xa9", 1 },
+		{ "\xc0\x80", 0 }, { "\xc1\xbf", 0 }, { "\xe0\x9f\xbf", 0 }, { "\xed\xa0\x80", 0 }, { "\xf0\x8f\xbf\xbf", 0 },
+		{ "\xf4\x90\x80\x80", 0 }, { "\xf5\x80\x80\x80", 0 }, { "\xc3\x41", 0 }, { "\xe1\x41\x80", 0 },
+		{ "\xe1\x80\x41", 0 }, { "\xe1\xc0\x80", 0 }, { "\xf0\x90\x80\x41", 0 }, { "\xe6\x97\xa5\xe6\x97", 0 },
 	};
 	int bad = 0;
 
