@@ -81,8 +81,8 @@ test_init(void)
 		{ "zero bytes",        0,                   0, 0,                 "too small" },
 		{ "less than a block", 100,                 0, 0,                 "too small" },
 		{ "two blocks",        200,                 1, 2 * MEM_BLOCK,     NULL },
-		{ "one MiB",           MB,                  1, 16131 * MEM_BLOCK, NULL },
-		{ "odd size",          MB + 123,            1, 16132 * MEM_BLOCK, NULL },
+		{ "one MiB",           MB,                  1, 16127 * MEM_BLOCK, NULL },
+		{ "odd size",          MB + 123,            1, 16128 * MEM_BLOCK, NULL },
 		{ "beyond 2^31 blocks", (size_t)1 << 40,    0, 0,                 "too large" },
 	};
 
@@ -381,7 +381,7 @@ test_poison(void)
 	CHECK(__asan_address_is_poisoned(p) && __asan_address_is_poisoned(p + 255));
 	p = mem_alloc(200);
 	CHECK(p != NULL && !__asan_address_is_poisoned(p) && !__asan_address_is_poisoned(p + 255));
-	CHECK(__asan_address_is_poisoned(p + 256)); /* the split-off buddy is free */
+	CHECK(__asan_address_is_poisoned(p - 256)); /* the split-off buddy (below: first fit from the top) is free */
 	mem_free(p);
 #endif
 	(void)p;
@@ -472,6 +472,32 @@ model_consistent(struct slot *slots, size_t *bad)
 	return sum == stats().in_use;
 }
 
+/*
+ * First fit from the top: the run an allocation took (usable bytes rounded up to a power of
+ * two; an exact one keeps the start of it) must be the highest that was free. So no aligned run
+ * of that size above it may be wholly outside the live slots. base is block 0 of the pool.
+ */
+static int
+took_highest(struct slot *slots, const unsigned char *base, const unsigned char *p)
+{
+	static struct slot live[SLOTS];
+	size_t nlive = 0, run = MEM_BLOCK, end = stats().reserved, at = 0;
+
+	while (run < mem_usable(p))
+		run *= 2;
+	for (size_t i = 0; i < SLOTS; i++)
+		if (slots[i].p != NULL && slots[i].p != p)
+			live[nlive++] = slots[i];
+	qsort(live, nlive, sizeof live[0], by_address);
+	for (size_t q = (size_t)(p - base) + run; q + run <= end; q += run) {
+		while (at < nlive && (size_t)(live[at].p - base) + mem_usable(live[at].p) <= q)
+			at++;
+		if (at == nlive || (size_t)(live[at].p - base) >= q + run)
+			return 0; /* [q, q + run) is free and higher */
+	}
+	return 1;
+}
+
 static size_t
 random_size(void)
 {
@@ -490,12 +516,15 @@ static void
 stress(int exact)
 {
 	static struct slot slots[SLOTS];
-	size_t refused = 0, bad = 0;
+	size_t refused = 0, bad = 0, highest = 0;
+	unsigned char *base;
 	int ok = 1;
 
 	unit_case("stress: 200000 random operations against a shadow model%s", exact ? ", exact and power-of-two" : "");
-	if (!init(2 * MB))
+	if (!init(exact ? MB : 2 * MB))
 		return;
+	base = mem_alloc(max_run()); /* the largest top-level run is block 0 */
+	mem_free(base);
 	rng = 42 + (uint64_t)exact;
 	memset(slots, 0, sizeof slots);
 	for (int step = 0; step < 200000 && ok; step++) {
@@ -509,6 +538,11 @@ stress(int exact)
 			refused += s->p == NULL;
 			if (s->p)
 				fill_slot(s, 0);
+			if (s->p && step % 7 == 0) {
+				ok = CHECKF(took_highest(slots, base, s->p), "step %d: %zu bytes at +%zu, a higher run was free",
+				    step, s->n, (size_t)(s->p - base));
+				highest++;
+			}
 		} else if (!intact(s)) {
 			ok = CHECKF(0, "step %d: block %p of %zu corrupted", step, (void *)s->p, s->n);
 		} else if (op == 0) {
@@ -532,6 +566,7 @@ stress(int exact)
 	}
 	CHECKF(refused > 0 && refused == stats().refusals, "refused %zu, counted %llu", refused,
 	    (unsigned long long)stats().refusals);
+	CHECKF(highest > 5000, "first fit checked %zu times", highest);
 	CHECK(model_consistent(slots, &bad));
 	for (size_t i = 0; i < SLOTS; i++)
 		mem_free(slots[i].p);
