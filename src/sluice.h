@@ -52,9 +52,10 @@ int  tls_ca_count(const struct tls_ca *ca);
  * 503. Debug builds (SLUICE_DEBUG) poison memory on alloc and free.
  */
 #define MEM_BLOCK 64 /* the smallest allocation unit, bytes */
+#define MEM_SMALL_MAX 48  /* exact allocations up to this come from slabs, in 16-byte steps */
 struct mem_stats {
 	size_t   reserved;    /* bytes under management */
-	size_t   in_use;      /* bytes handed out (rounded to their runs) */
+	size_t   in_use;      /* bytes handed out (rounded to their runs or slab objects) */
 	size_t   high_water;  /* the most in_use has been */
 	uint64_t refusals;    /* allocations that found no room */
 	uint64_t allocs;      /* allocations served, ever */

@@ -383,6 +383,18 @@ test_poison(void)
 	CHECK(p != NULL && !__asan_address_is_poisoned(p) && !__asan_address_is_poisoned(p + 255));
 	CHECK(__asan_address_is_poisoned(p - 256)); /* the split-off buddy (below: first fit from the top) is free */
 	mem_free(p);
+	unit_case("asan: a freed slab object is poisoned, its neighbours are not");
+	{
+		unsigned char *o[3];
+
+		for (int i = 0; i < 3; i++)
+			o[i] = mem_alloc_exact(32);
+		mem_free(o[1]);
+		CHECK(__asan_address_is_poisoned(o[1]) && __asan_address_is_poisoned(o[1] + 31));
+		CHECK(!__asan_address_is_poisoned(o[0] + 31) && !__asan_address_is_poisoned(o[2]));
+		mem_free(o[0]);
+		mem_free(o[2]);
+	}
 #endif
 	(void)p;
 	mem_shutdown();
@@ -392,7 +404,8 @@ test_poison(void)
 static void
 test_bad_free(void)
 {
-	static const char *what[] = { "double free", "interior pointer", "foreign pointer" };
+	static const char *what[] = { "double free", "interior pointer", "foreign pointer", "slab double free",
+		"slab interior pointer", "slab header" };
 
 	for (size_t i = 0; i < NELEM(what); i++) {
 		pid_t pid;
@@ -407,12 +420,15 @@ test_bad_free(void)
 
 			if (freopen("/dev/null", "w", stderr) == NULL || mem_init(64 * KB, err, sizeof err) != 0)
 				_exit(3);
-			p = mem_alloc(100);
-			if (i == 0) {
+			p = i < 3 ? mem_alloc(100) : mem_alloc_exact(i == 4 ? 32 : 4304);
+			(void)mem_alloc_exact(i == 4 ? 32 : 4304); /* the slab stays when p goes */
+			if (i == 0 || i == 3) {
 				mem_free(p);
 				mem_free(p);
+			} else if (i == 5) {
+				mem_free(p + 15 * 4352); /* past the last object */
 			} else {
-				mem_free(i == 1 ? p + 16 : (char *)&foreign);
+				mem_free(i == 1 || i == 4 ? p + 16 : (char *)&foreign);
 			}
 			_exit(0);
 		}
@@ -521,7 +537,7 @@ stress(int exact)
 	int ok = 1;
 
 	unit_case("stress: 200000 random operations against a shadow model%s", exact ? ", exact and power-of-two" : "");
-	if (!init(exact ? MB : 2 * MB))
+	if (!init(exact ? MB / 2 : 2 * MB))
 		return;
 	base = mem_alloc(max_run()); /* the largest top-level run is block 0 */
 	mem_free(base);
@@ -538,7 +554,7 @@ stress(int exact)
 			refused += s->p == NULL;
 			if (s->p)
 				fill_slot(s, 0);
-			if (s->p && step % 7 == 0) {
+			if (s->p && !exact && step % 7 == 0) { /* exact ones may sit in slabs */
 				ok = CHECKF(took_highest(slots, base, s->p), "step %d: %zu bytes at +%zu, a higher run was free",
 				    step, s->n, (size_t)(s->p - base));
 				highest++;
@@ -566,7 +582,7 @@ stress(int exact)
 	}
 	CHECKF(refused > 0 && refused == stats().refusals, "refused %zu, counted %llu", refused,
 	    (unsigned long long)stats().refusals);
-	CHECKF(highest > 5000, "first fit checked %zu times", highest);
+	CHECKF(exact || highest > 5000, "first fit checked %zu times", highest);
 	CHECK(model_consistent(slots, &bad));
 	for (size_t i = 0; i < SLOTS; i++)
 		mem_free(slots[i].p);
@@ -595,7 +611,8 @@ test_exact(void)
 	if (!init(4 * MB))
 		return;
 	for (size_t i = 0; i < NELEM(sizes); i++) {
-		size_t want = (sizes[i] + MEM_BLOCK - 1) / MEM_BLOCK * MEM_BLOCK;
+		size_t grain = sizes[i] <= MEM_SMALL_MAX ? 16 : MEM_BLOCK;
+		size_t want = (sizes[i] + grain - 1) / grain * grain;
 
 		unit_case("mem_alloc_exact(%zu): %zu usable bytes, in use as much", sizes[i], want);
 		size_t before = stats().in_use;
@@ -603,7 +620,7 @@ test_exact(void)
 		if (CHECK(p[i] != NULL)) {
 			CHECKF(mem_usable(p[i]) == want, "usable %zu", mem_usable(p[i]));
 			CHECKF(stats().in_use - before == want, "in use grew by %zu", stats().in_use - before);
-			CHECK(mem_owns(p[i]) && (uintptr_t)p[i] % MEM_BLOCK == 0);
+			CHECK(mem_owns(p[i]) && (uintptr_t)p[i] % grain == 0);
 			memset(p[i], 0xA5, sizes[i]);
 		}
 	}
@@ -657,9 +674,104 @@ test_exact(void)
 	{
 		char *d = mem_strdup_exact("sluice");
 
-		CHECK(d != NULL && strcmp(d, "sluice") == 0 && mem_usable(d) == MEM_BLOCK);
+		CHECK(d != NULL && strcmp(d, "sluice") == 0 && mem_usable(d) == 16);
 		mem_free(d);
 	}
+	check_coalesced();
+	mem_shutdown();
+}
+
+/*
+ * Slabs: exact allocations of up to MEM_SMALL_MAX bytes, and of 3 to 127 blocks that are not a
+ * power of two, sit side by side in runs of their own size class, each costing its size; freed,
+ * an object's place is the next one handed out; an emptied slab goes back to the pool.
+ */
+static void
+test_slabs(void)
+{
+	static const size_t sizes[] = { 1, 16, 17, 48, 184, 312, 1080, 2240, 4304, 8100 };
+	static unsigned char *p[64];
+
+	if (!init(4 * MB))
+		return;
+	for (size_t s = 0; s < NELEM(sizes); s++) {
+		size_t n = sizes[s], grain = n <= MEM_SMALL_MAX ? 16 : MEM_BLOCK, each = (n + grain - 1) / grain * grain;
+		size_t lo = SIZE_MAX, hi = 0;
+		int ok = 1;
+
+		unit_case("slab: 8 objects of %zu bytes cost %zu each, side by side", n, each);
+		for (int i = 0; i < 8; i++) {
+			p[i] = mem_alloc_exact(n);
+			if (!CHECK(p[i] != NULL))
+				return;
+			memset(p[i], 0x11 * (i + 1), n);
+			ok &= mem_usable(p[i]) == each && (uintptr_t)p[i] % grain == 0;
+			ok &= i == 0 || p[i] == p[i - 1] + each; /* lowest place first: the slab's top stays untouched */
+			lo = (size_t)p[i] < lo ? (size_t)p[i] : lo;
+			hi = (size_t)p[i] > hi ? (size_t)p[i] : hi;
+		}
+		CHECKF(ok, "usable %zu", mem_usable(p[0]));
+		CHECKF(stats().in_use == 8 * each, "in use %zu", stats().in_use);
+		CHECKF(hi - lo == 7 * each, "spread over %zu bytes", hi - lo);
+		mem_free(p[3]);
+		CHECKF(mem_alloc_exact(n) == p[3], "a freed place is handed out next");
+		for (int i = 0; i < 8; i++) {
+			for (size_t j = 0; i != 3 && j < n; j++)
+				ok &= p[i][j] == 0x11 * (i + 1);
+			mem_free(p[i]);
+		}
+		CHECKF(ok, "an object was overwritten");
+		check_coalesced();
+	}
+
+	unit_case("slab: once its slab is gone, an object's address is no object");
+	{
+		unsigned char *a = mem_alloc_exact(4304), *b = mem_alloc_exact(4304), *run;
+
+		mem_free(a);
+		mem_free(b);
+		run = mem_alloc(64 * KB); /* the slab's run, taken whole */
+		CHECK(run != NULL && a >= run && a < run + 64 * KB);
+		if (run != NULL)
+			memset(run, 0xff, 64 * KB); /* nothing of the slab's header is left */
+		CHECK(mem_usable(b) == 0 && mem_usable(a) == (a == run ? 64 * KB : 0));
+		mem_free(run);
+	}
+
+	unit_case("slab: many small ones, freed in another order, merge back whole");
+	for (int i = 0; i < 64; i++)
+		p[i] = mem_alloc_exact((size_t)(i % 3 + 1) * 16);
+	for (int i = 0; i < 64; i += 2)
+		mem_free(p[i]);
+	for (int i = 1; i < 64; i += 2)
+		mem_free(p[i]);
+	check_coalesced();
+
+	unit_case("slab: realloc_exact keeps an object that still fits, moves one that does not");
+	{
+		unsigned char *q = mem_alloc_exact(20), *r;
+
+		if (CHECK(q != NULL)) {
+			memcpy(q, "0123456789abcdefghi", 20);
+			CHECK(mem_realloc_exact(q, 32) == q);
+			r = mem_realloc_exact(q, 300);
+			CHECK(r != NULL && r != q && memcmp(r, "0123456789abcdefghi", 20) == 0 && mem_usable(r) == 320);
+			q = mem_realloc_exact(r, 5000);
+			CHECK(q != NULL && memcmp(q, "0123456789abcdefghi", 20) == 0 && mem_usable(q) == 5056);
+			r = mem_realloc(q, 40); /* power-of-two realloc of a slab object: a run of its own */
+			CHECK(r != NULL && memcmp(r, "0123456789abcdefghi", 20) == 0 && mem_usable(r) == 64);
+			mem_free(r);
+		}
+	}
+	check_coalesced();
+	mem_shutdown();
+
+	unit_case("slab: no room for one, the allocation is a run of its own");
+	if (!init(64 * KB))
+		return;
+	p[0] = mem_alloc_exact(8100); /* its slab would be 64 KiB */
+	CHECK(p[0] != NULL && mem_usable(p[0]) == 8128 && stats().refusals == 0);
+	mem_free(p[0]);
 	check_coalesced();
 	mem_shutdown();
 }
@@ -728,5 +840,6 @@ suite_mem(void)
 	test_bad_free();
 	test_stress();
 	test_exact();
+	test_slabs();
 	test_threads();
 }
