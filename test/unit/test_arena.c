@@ -56,9 +56,9 @@ test_small(void)
 	arena_release(&a);
 	CHECK(in_use() == before && a.head == NULL && a.total == 0 && a.used == 0);
 
-	unit_case("arena: chunks are 4K, 8K, 16K, 32K, then 64K");
+	unit_case("arena: chunks are 3K, 6K, 12K, 24K, 48K, then 64K");
 	{
-		static const size_t totals[] = { 4, 12, 28, 60, 124, 188, 252 };
+		static const size_t totals[] = { 3, 9, 21, 45, 93, 157, 221 };
 		size_t c = 0;
 
 		for (int i = 0; i < 20000 && c < NELEM(totals); i++) {
@@ -83,11 +83,12 @@ test_big(void)
 		size_t first, big;  /* first: a small allocation before, 0 for none */
 		size_t total;       /* after both */
 	} rows[] = {
-		{ "big first",            0,   5000,   5008 + HDR }, /* sizes round up to 16 */
-		{ "just fits a 4K chunk", 0,   4080,   4096 },
-		{ "one past a 4K chunk",  0,   4081,   4096 + HDR },
-		{ "big after small",      112, 100000, 4096 + 100000 + HDR },
-		{ "big after small, 8K",  112, 8192,   4096 + 8192 + HDR },
+		/* A chunk is an exact allocation: it costs (and counts) whole 64-byte blocks. */
+		{ "big first",            0,   5000,   5056 },
+		{ "just fits a 3K chunk", 0,   3056,   3072 },
+		{ "one past a 3K chunk",  0,   3057,   3136 },
+		{ "big after small",      112, 100000, 3072 + 100032 },
+		{ "big after small, 8K",  112, 8192,   3072 + 8256 },
 	};
 	size_t before = in_use();
 
@@ -183,7 +184,7 @@ test_exhaustion(void)
 	CHECK(in_use() == before);
 
 	unit_case("arena: usable again after release");
-	CHECK(arena_alloc(&a, 100) != NULL && a.total == 4096);
+	CHECK(arena_alloc(&a, 100) != NULL && a.total == 3072);
 	arena_release(&a);
 	mem_shutdown();
 }
