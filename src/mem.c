@@ -138,16 +138,18 @@ static struct {
 	int              madv_zeroes; /* madvise(MADV_DONTNEED) reads back as zeros here */
 	uint32_t         partial[CLASSES]; /* slabs with room, per class, or NONE */
 	unsigned char    slab_log[CLASSES]; /* a slab of the class is 2^k blocks; 0: no slabs */
+	unsigned char    objects[CLASSES];  /* objects in one slab of the class */
+	uint16_t         obj_bytes[CLASSES]; /* bytes of one object */
 	struct mem_stats st;
 } M = { .lock = PTHREAD_MUTEX_INITIALIZER, .logmax = -1 };
 
-static void *
+static inline __attribute__((always_inline)) void *
 block_ptr(uint32_t i)
 {
 	return M.pool + (size_t)i * MEM_BLOCK;
 }
 
-static size_t
+static inline __attribute__((always_inline)) size_t
 run_bytes(int k)
 {
 	return (size_t)MEM_BLOCK << k;
@@ -165,31 +167,76 @@ fill(void *p, int byte, size_t n)
 
 /* ---- the summary: where the highest free run of at least 2^k blocks starts ---- */
 
-/* A block's value: 1 + k if a free run of 2^k blocks starts there, else 0. */
-static unsigned
-node_value(int l, uint32_t j)
-{
-	unsigned char c;
+/*
+ * A block's value is 1 + k if a free run of 2^k blocks starts there, else 0; an entry's is the
+ * largest of its 64 children's. A group of 64 children is read as 8 words, 8 bytes at a time
+ * (SWAR): every level is stored padded to whole groups, so a group is always 64 bytes, and the
+ * padding reads as 0. Values are below 128, so adding to a byte never carries into the next.
+ */
+#define ONES  0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
 
-	if (l > 0)
-		return M.sum[l][j];
-	c = M.ctrl[j];
-	return (c & (CTRL_MORE | CTRL_KIND)) == CTRL_FREE ? (c & CTRL_LOG) + 1u : 0;
+static inline __attribute__((always_inline)) uint64_t
+word_at(const unsigned char *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, sizeof w); /* little-endian on both targets: byte j is child j */
+	return w;
+}
+
+/* The high bit of each byte of summary word w that holds at least v. */
+static inline __attribute__((always_inline)) uint64_t
+sum_ge(uint64_t w, unsigned v)
+{
+	return (w + (0x80 - v) * ONES) & HIGHS;
+}
+
+/* The high bit of each control byte of w that starts a free run of at least 2^k blocks: the
+ * byte is CTRL_FREE | k' with k' >= k, i.e. 0x20 + k <= byte < 0x40. */
+static inline __attribute__((always_inline)) uint64_t
+ctrl_ge(uint64_t w, int k)
+{
+	uint64_t low = w & ~HIGHS;
+	uint64_t ge = (low + (0x80 - CTRL_FREE - (uint64_t)k) * ONES) & HIGHS;
+	uint64_t lt = ~(low + (0x80 - 0x40) * ONES) & HIGHS;
+
+	return ge & lt & ~w;
+}
+
+/* Bytewise max of two words of values below 128. */
+static inline __attribute__((always_inline)) uint64_t
+bytes_max(uint64_t a, uint64_t b)
+{
+	uint64_t a_ge = (((a | HIGHS) - b) & HIGHS) >> 7;
+
+	return (a & a_ge * 0xff) | (b & ~(a_ge * 0xff));
+}
+
+/* Word w of the children of entry j of level l, as values. */
+static inline __attribute__((always_inline)) uint64_t
+child_values(int l, uint32_t j, int w)
+{
+	uint64_t x;
+
+	if (l > 1)
+		return word_at(M.sum[l - 1] + ((size_t)j << FAN_LOG) + 8 * w);
+	x = word_at(M.ctrl + ((size_t)j << FAN_LOG) + 8 * w);
+	return ((x & 0x1f * ONES) + ONES) & (ctrl_ge(x, 0) >> 7) * 0xff;
 }
 
 /* The largest value among the children of entry j of level l. */
 static unsigned
 group_max(int l, uint32_t j)
 {
-	uint32_t c = j << FAN_LOG, end = c + FAN < M.count[l - 1] ? c + FAN : M.count[l - 1];
-	unsigned v = 0;
+	uint64_t m = 0;
 
-	for (; c < end; c++) {
-		unsigned w = node_value(l - 1, c);
-
-		v = w > v ? w : v;
-	}
-	return v;
+	for (int w = 0; w < 8; w++)
+		m = bytes_max(m, child_values(l, j, w));
+	m = bytes_max(m, m >> 32);
+	m = bytes_max(m, m >> 16);
+	m = bytes_max(m, m >> 8);
+	return (unsigned)(m & 0xff);
 }
 
 /* Block i's value has grown to v: raise its ancestors to v until one already holds as much. */
@@ -229,17 +276,17 @@ sum_find(int k)
 	if (M.nlevels == 0 || M.sum[M.nlevels][0] < v)
 		return NONE;
 	for (int l = M.nlevels; l > 0; l--) {
-		uint32_t c = (j << FAN_LOG) + FAN - 1;
+		const unsigned char *g = (l > 1 ? M.sum[l - 1] : M.ctrl) + ((size_t)j << FAN_LOG);
+		uint64_t hit = 0;
+		int w = 8;
 
-		if (c >= M.count[l - 1])
-			c = M.count[l - 1] - 1;
-		while (node_value(l - 1, c) < v) { /* the parent's value says a child has it */
-			if (c-- == j << FAN_LOG) {
-				fprintf(stderr, "sluice: mem: summary corrupt at level %d\n", l);
-				abort();
-			}
+		while (hit == 0 && w-- > 0) /* the parent's value says a child has it */
+			hit = l > 1 ? sum_ge(word_at(g + 8 * w), v) : ctrl_ge(word_at(g + 8 * w), k);
+		if (hit == 0) {
+			fprintf(stderr, "sluice: mem: summary corrupt at level %d\n", l);
+			abort();
 		}
-		j = c;
+		j = (j << FAN_LOG) + 8 * (uint32_t)w + (uint32_t)(63 - __builtin_clzll(hit)) / 8;
 	}
 	return j;
 }
@@ -264,13 +311,9 @@ run_withdraw(uint32_t i, int k)
 static int
 log_for(size_t n)
 {
-	int k = 0;
-
 	if (M.logmax < 0 || n > run_bytes(M.logmax))
 		return -1;
-	while (run_bytes(k) < n)
-		k++;
-	return k;
+	return n <= MEM_BLOCK ? 0 : 64 - __builtin_clzll((uint64_t)(n - 1) / MEM_BLOCK);
 }
 
 /* The first block of the used run p points at, or NONE if p is not one. */
@@ -453,12 +496,14 @@ static void *alloc_slab_locked(int cls);
 static void *
 alloc_exact_locked(size_t n)
 {
-	uint32_t m = blocks_for_bytes(n), i;
-	int k = log_for(n);
+	int cls = class_for(n), k;
+	uint32_t m, i;
 	void *p;
 
-	if (m != 0 && class_for(n) >= 0 && (p = alloc_slab_locked(class_for(n))) != NULL)
+	if (cls >= 0 && (p = alloc_slab_locked(cls)) != NULL)
 		return p;
+	m = blocks_for_bytes(n);
+	k = log_for(n);
 	if (m == 0) {
 		M.st.refusals++;
 		return NULL;
@@ -477,16 +522,23 @@ alloc_exact_locked(size_t n)
  * that are not a power of two ----
  */
 
-static size_t
+static inline __attribute__((always_inline)) size_t
 class_bytes(int cls)
 {
-	return cls < SMALL ? (size_t)(cls + 1) * GRAIN : (size_t)cls * MEM_BLOCK;
+	return M.obj_bytes[cls];
 }
 
-static unsigned
+static inline __attribute__((always_inline)) unsigned
 class_objects(int cls)
 {
-	return (unsigned)((run_bytes(M.slab_log[cls]) - SLAB_HDR) / class_bytes(cls));
+	return M.objects[cls];
+}
+
+/* The slab's bitmap with every object handed out. */
+static inline __attribute__((always_inline)) uint64_t
+class_full(int cls)
+{
+	return ((uint64_t)2 << (class_objects(cls) - 1)) - 1;
 }
 
 /* The slab's k for each class: the one, up to SLAB_MAX_LOG, that wastes the least of its run
@@ -495,24 +547,24 @@ static void
 plan_slabs(void)
 {
 	for (int cls = 0; cls < CLASSES; cls++) {
-		size_t best = 0;
+		size_t best = 0, bytes = cls < SMALL ? (size_t)(cls + 1) * GRAIN : (size_t)cls * MEM_BLOCK;
 
 		M.slab_log[cls] = 0;
-		if (cls < SMALL) {
+		M.obj_bytes[cls] = (uint16_t)bytes;
+		if (cls < SMALL)
 			M.slab_log[cls] = SMALL_LOG;
-			continue;
-		}
-		if (cls < 3 || (cls & (cls - 1)) == 0)
+		else if ((cls & (cls - 1)) == 0)
 			continue; /* whole runs already fit these exactly */
-		for (int k = 1; k <= SLAB_MAX_LOG; k++) {
-			size_t n = (run_bytes(k) - SLAB_HDR) / class_bytes(cls);
-			size_t used = n * class_bytes(cls) * 1024 / run_bytes(k); /* per mille of the run */
+		for (int k = 1; cls >= SMALL && k <= SLAB_MAX_LOG; k++) {
+			size_t n = (run_bytes(k) - SLAB_HDR) / bytes;
+			size_t used = n * bytes * 1024 / run_bytes(k); /* per mille of the run */
 
 			if (n >= 8 && n <= 64 && used > best) {
 				best = used;
 				M.slab_log[cls] = (unsigned char)k;
 			}
 		}
+		M.objects[cls] = (unsigned char)((run_bytes(M.slab_log[cls]) - SLAB_HDR) / bytes);
 	}
 }
 
@@ -524,6 +576,8 @@ class_for(size_t n)
 
 	if (n <= MEM_SMALL_MAX)
 		return n == 0 ? 0 : (int)((n - 1) / GRAIN);
+	if (n > (size_t)SLAB_BLOCKS * MEM_BLOCK)
+		return -1;
 	return m >= SMALL && m <= SLAB_BLOCKS && M.slab_log[m] != 0 ? (int)m : -1;
 }
 
@@ -609,7 +663,7 @@ alloc_slab_locked(int cls)
 	sl = class_slab(i, cls);
 	j = (unsigned)__builtin_ctzll(~sl->map); /* the lowest free object: the slab's top stays untouched */
 	sl->map |= (uint64_t)1 << j;
-	if (sl->map == ((uint64_t)2 << (class_objects(cls) - 1)) - 1)
+	if (sl->map == class_full(cls))
 		partial_remove(i, cls);
 	p = (unsigned char *)block_ptr(i) + j * class_bytes(cls);
 	M.st.allocs++;
@@ -656,7 +710,7 @@ free_slab_locked(uint32_t i, int j)
 	int cls = (int)sl->cls, k = M.slab_log[cls];
 	unsigned char *p = (unsigned char *)block_ptr(i) + (size_t)j * class_bytes(cls);
 
-	if (sl->map == ((uint64_t)2 << (class_objects(cls) - 1)) - 1)
+	if (sl->map == class_full(cls))
 		partial_push(i, cls);
 	sl->map &= ~((uint64_t)1 << j);
 	M.st.in_use -= class_bytes(cls);
@@ -763,14 +817,14 @@ madv_zeroes(unsigned char *p)
 static size_t
 meta_bytes(size_t n, uint32_t count[MAX_LEVELS + 1], int *levels)
 {
-	size_t total = n, c = n;
+	size_t c = n, total = (n + FAN - 1) / FAN * FAN; /* each level padded to whole groups */
 	int l = 0;
 
 	count[0] = (uint32_t)n;
 	do {
 		c = (c + FAN - 1) / FAN;
 		count[++l] = (uint32_t)c;
-		total += c;
+		total += (c + FAN - 1) / FAN * FAN;
 	} while (c > 1);
 	*levels = l;
 	return (total + MEM_BLOCK - 1) / MEM_BLOCK * MEM_BLOCK;
@@ -825,7 +879,7 @@ mem_init(size_t bytes, char *err, size_t errlen)
 	M.pool = M.ctrl + meta_bytes(n, M.count, &M.nlevels);
 	M.sum[0] = NULL;
 	for (int l = 1; l <= M.nlevels; l++)
-		M.sum[l] = (l == 1 ? M.ctrl : M.sum[l - 1]) + M.count[l - 1];
+		M.sum[l] = (l == 1 ? M.ctrl : M.sum[l - 1]) + (M.count[l - 1] + FAN - 1) / FAN * FAN;
 	M.nblocks = (uint32_t)n;
 	memset(&M.st, 0, sizeof M.st);
 	M.st.reserved = n * MEM_BLOCK;
