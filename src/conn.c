@@ -418,7 +418,7 @@ conn_flush(struct conn *c)
 	}
 	if (c->state == C_BUSY)
 		loop_timer_cancel(&c->timer); /* all written: no write stall to time */
-	buf_reset(&c->wbuf);
+	buf_free(&c->wbuf); /* a stream between events, an idle connection: neither holds a buffer */
 	c->wdone = 0;
 	if (c->state == C_BUSY && c->answered)
 		return conn_request_done(c);
