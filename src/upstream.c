@@ -14,6 +14,7 @@
  * (timeout_total) — so a failure says which phase ran out. One timer per transfer, armed at the
  * nearest deadline and re-armed lazily when it fires, so a chunk costs no heap operation.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <curl/curl.h>
@@ -32,6 +33,7 @@ static struct {
 	struct tls_ca ca;                 /* the embedded bundle */
 	struct tls_ca *provider_ca;       /* per provider, by index; .pem NULL if none */
 	const struct config *cfg;
+	int           no_proxy_env;       /* no proxy variable is set: tell libcurl, once per request */
 } U;
 
 static void check_done(void);
@@ -127,6 +129,26 @@ upstream_ca_for(const struct cfg_provider *p)
 	return i >= 0 && i < U.cfg->nproviders && U.provider_ca[i].pem != NULL ? &U.provider_ca[i] : NULL;
 }
 
+/*
+ * libcurl looks for a proxy in the environment on every transfer (no_proxy, NO_PROXY,
+ * https_proxy, HTTPS_PROXY, http_proxy, all_proxy, ALL_PROXY: up to five getenv walks of the
+ * whole environment per request). The environment does not change while sluice runs, so look
+ * once: with none of them set, each transfer says "no proxy" itself (CURLOPT_PROXY and
+ * CURLOPT_NOPROXY empty: libcurl's own reading of an empty environment); with any set, libcurl
+ * keeps doing exactly what it does.
+ */
+static int
+proxy_env_empty(void)
+{
+	static const char *const vars[] = { "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+	    "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY" };
+
+	for (size_t i = 0; i < NELEM(vars); i++)
+		if (getenv(vars[i]) != NULL)
+			return 0;
+	return 1;
+}
+
 int
 upstream_init(const struct config *cfg, char *err, size_t errlen)
 {
@@ -142,6 +164,7 @@ upstream_init(const struct config *cfg, char *err, size_t errlen)
 	if (load_trust(cfg, err, errlen) < 0)
 		return -1;
 	loop_timer_init(&U.timer);
+	U.no_proxy_env = proxy_env_empty();
 	curl_multi_setopt(U.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(U.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	/* Every client request holds at most one upstream connection, and idle ones are kept for
@@ -365,6 +388,10 @@ upstream_start(struct upstream *u, const struct upstream_req *req, const struct 
 	curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
+	if (U.no_proxy_env) {
+		curl_easy_setopt(e, CURLOPT_PROXY, "");
+		curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+	}
 	if (curl_multi_add_handle(U.multi, e) != CURLM_OK) {
 		u->easy = NULL;
 		curl_easy_cleanup(e);

@@ -163,8 +163,11 @@ class Server:
     def start(self):
         e = dict(os.environ)
         e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        if self.env:
-            e.update(self.env)
+        for k, v in (self.env or {}).items():  # a value of None: the variable is unset
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = v
         self.errf = open(self.stderr_path, "wb")
         self.outf = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen([BIN, "-c", self.config_path] + self.args,

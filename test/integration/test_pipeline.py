@@ -1062,6 +1062,111 @@ def test_tls_provider_with_wrong_ca_is_502_tls_failed():
 
 
 # ================================================================================================
+# Proxies from the environment (libcurl's variables; sluice reads them once at start)
+
+class ForwardProxy:
+    """An HTTP forward proxy on a free port, one request per connection: it records each request
+    line (absolute-form, as a client of a proxy sends it) and passes the request on."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.lines = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        with c:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = c.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, body = data.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            while m and len(body) < int(m.group(1)):
+                body += c.recv(65536)
+            method, target, version = lines[0].split(b" ")
+            self.lines.append(lines[0].decode())
+            hp = re.match(rb"http://([^/:]+):(\d+)(/.*)", target)
+            if not hp:
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            keep = [l for l in lines[1:] if not re.match(rb"(?i)(proxy-)?connection:", l)]
+            req = b"\r\n".join([method + b" " + hp.group(3) + b" " + version] + keep +
+                                [b"Connection: close", b"", b""]) + body
+            with socket.create_connection((hp.group(1).decode(), int(hp.group(2)))) as up:
+                up.sendall(req)
+                while True:
+                    more = up.recv(65536)
+                    if not more:
+                        break
+                    c.sendall(more)
+
+    def close(self):
+        self.sock.close()
+
+
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+              "no_proxy", "NO_PROXY")
+
+
+def test_http_proxy_from_the_environment_is_used():
+    px = ForwardProxy()
+    try:
+        with Mock() as m:
+            env = {v: "" for v in PROXY_VARS}  # set but empty: nothing inherited decides
+            env["http_proxy"] = f"http://127.0.0.1:{px.port}"
+            with Server(server=SERVER, extra=catalog(m.base_url), env=env) as s:
+                want = direct_sync(m, "tokens=5").replace(b'"model":"tokens=5"', b'"model":"gpt-test"')
+                r = sync(s, chat_body("gpt-test"))
+                assert_status(r, 200, "sync through http_proxy")
+                eq(r.body, want, "sync body through http_proxy")
+                r = stream(s, chat_body("gpt-test", True))
+                eq(r.status, 200, "stream through http_proxy")
+                eq(len(px.lines), 2, f"requests through the proxy ({px.lines})")
+                for line in px.lines:
+                    check(line.startswith(f"POST {m.base_url}/chat/completions "),
+                          f"proxy request line {line!r}")
+    finally:
+        px.close()
+
+
+def test_no_proxy_from_the_environment_goes_direct():
+    px = ForwardProxy()
+    try:
+        with Mock() as m:
+            env = {v: "" for v in PROXY_VARS}
+            env.update(http_proxy=f"http://127.0.0.1:{px.port}", NO_PROXY="127.0.0.1")
+            with Server(server=SERVER, extra=catalog(m.base_url), env=env) as s:
+                assert_status(sync(s, chat_body("gpt-test")), 200, "sync with NO_PROXY matching")
+                eq(px.lines, [], "requests through the proxy despite NO_PROXY")
+                eq(len(m.requests()), 1, "requests that reached the mock directly")
+    finally:
+        px.close()
+
+
+def test_unset_proxy_environment_goes_direct():
+    """No proxy variable at all (sluice then tells libcurl so on each request rather than have it
+    search the environment): requests go straight to the provider."""
+    with Mock() as m:
+        with Server(server=SERVER, extra=catalog(m.base_url), env={v: None for v in PROXY_VARS}) as s:
+            assert_status(sync(s, chat_body("gpt-test")), 200, "sync with no proxy variables")
+            eq(len(m.requests()), 1, "requests that reached the mock")
+
+
+# ================================================================================================
 # Many at once
 
 def test_fifty_concurrent_streams_intact():
