@@ -31,7 +31,8 @@ int  unit_check(int ok, const char *file, int line, const char *fmt, ...)
 	X(anthropic) \
 	X(gemini) \
 	X(ollama) \
-	X(azure)
+	X(azure) \
+	X(curl_printf)
 
 #define X(name) void suite_##name(void);
 UNIT_SUITES(X)
