@@ -144,3 +144,13 @@ u64_dec(char out[21], uint64_t v)
 	while ((v /= 10) != 0);
 	return p;
 }
+
+/* v as 16 lowercase hex digits (ids), most significant first; no NUL. */
+void
+u64_hex(char out[16], uint64_t v)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < 16; i++)
+		out[i] = hex[v >> (60 - 4 * i) & 15];
+}

@@ -76,7 +76,7 @@ static void conn_watch_busy(struct conn *c);
 static void arm_write_timer(struct conn *c);
 static size_t conn_queued(const struct conn *c);
 static int conn_put_head(struct conn *c, int status, const char *ctype, const char *headers, int64_t len);
-static void new_request_id(char *out, size_t len);
+static void new_request_id(char out[21]);
 static void conn_set_state(struct conn *c, enum conn_state to);
 static void conn_close(struct conn *c);
 static size_t head_keep(const struct http_req *r);
@@ -108,7 +108,7 @@ refuse(int fd, const char *code, const char *msg)
 
 	while (read(fd, junk, sizeof junk) > 0)
 		;
-	new_request_id(rid, sizeof rid);
+	new_request_id(rid);
 	write_static_503(fd, rid, code, msg);
 	log_msg("refused a connection: 503 %s %s", code, rid);
 	shutdown(fd, SHUT_WR);
@@ -119,9 +119,11 @@ refuse(int fd, const char *code, const char *msg)
 /* ---- request ids ---- */
 
 static void
-new_request_id(char *out, size_t len)
+new_request_id(char out[21])
 {
-	snprintf(out, len, "req_%016llx", (unsigned long long)splitmix64(S.rid_seed + ++S.rid_count));
+	memcpy(out, "req_", 4);
+	u64_hex(out + 4, splitmix64(S.rid_seed + ++S.rid_count));
+	out[20] = '\0';
 }
 
 /* The client's own x-request-id if it is short and printable, else a fresh one. */
@@ -142,7 +144,7 @@ assign_request_id(struct conn *c)
 			return;
 		}
 	}
-	new_request_id(c->rid, sizeof c->rid);
+	new_request_id(c->rid);
 }
 
 /* ---- the state machine ---- */
@@ -260,39 +262,38 @@ static void
 log_request(struct conn *c)
 {
 	const struct http_req *r = &c->req;
-	double ms = (double)(loop_clock_ms() - c->t_start);
-	struct span path = r->target;
+	/* Room for the longest line: the path is cut at 512 bytes, and escaped (JSON) that is at most
+	 * 3,072; the request id at most 64 (384). One byte is kept back for the newline. */
+	char d1[21], d2[21], d3[21], ts[32], line[4096];
+	struct buf o = { .data = line, .size = sizeof line - 1, .max = sizeof line - 1 };
+	const char *path = c->rbuf.data + r->target.off;
+	size_t pathn = r->target.len > 512 ? 512 : r->target.len;
 	const char *method = r->target.len ? http_method_name(r) : "-"; /* "-": no request line yet */
-	char ts[32], line[2048];
-	int n;
+	const char *status = u64_dec(d1, (uint64_t)(c->status > 0 ? c->status : 0));
+	const char *bytes = u64_dec(d2, c->bytes_out);
+	const char *ms = u64_dec(d3, loop_clock_ms() - c->t_start); /* whole ms, written as "N.0" */
 
+	/* Appended piece by piece, no printf (a line per request). */
 	log_timestamp(ts, sizeof ts);
 	if (log_is_json()) {
-		char esc[1024], rid[160];
-		struct buf b = { .data = esc, .size = sizeof esc, .max = sizeof esc };
-		struct buf rb = { .data = rid, .size = sizeof rid, .max = sizeof rid };
-
-		if (json_escape(&b, c->rbuf.data + path.off, path.len) != BUF_OK)
-			b.len = 0;
-		if (json_escape(&rb, c->rid, strlen(c->rid)) != BUF_OK)
-			rb.len = 0;
-		n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"method\":\"%s\",\"path\":%.*s,\"status\":%d,"
-		    "\"bytes\":%llu,\"ms\":%.1f,\"request_id\":%.*s,\"peer\":\"%s\"}\n", ts, method, (int)b.len,
-		    b.data, c->status, (unsigned long long)c->bytes_out, ms, (int)rb.len, rb.data, c->peer);
+		(void)(buf_puts(&o, "{\"ts\":\"") || buf_puts(&o, ts) || buf_puts(&o, "\",\"method\":\"") ||
+		    buf_puts(&o, method) || buf_puts(&o, "\",\"path\":") ||
+		    json_escape(&o, path, pathn) || buf_puts(&o, ",\"status\":") ||
+		    buf_puts(&o, status) || buf_puts(&o, ",\"bytes\":") || buf_puts(&o, bytes) ||
+		    buf_puts(&o, ",\"ms\":") || buf_puts(&o, ms) || buf_puts(&o, ".0,\"request_id\":") ||
+		    json_escape(&o, c->rid, strlen(c->rid)) || buf_puts(&o, ",\"peer\":\"") ||
+		    buf_puts(&o, c->peer) || buf_puts(&o, "\"}"));
 	} else {
-		n = snprintf(line, sizeof line, "%s %s %s %.*s %d %lluB %.1fms %s\n", ts, c->peer, method,
-		    (int)(path.len > 512 ? 512 : path.len), c->rbuf.data + path.off, c->status,
-		    (unsigned long long)c->bytes_out, ms, c->rid);
+		(void)(buf_puts(&o, ts) || buf_puts(&o, " ") || buf_puts(&o, c->peer) || buf_puts(&o, " ") ||
+		    buf_puts(&o, method) || buf_puts(&o, " ") ||
+		    buf_append(&o, path, pathn) || buf_puts(&o, " ") ||
+		    buf_puts(&o, status) || buf_puts(&o, " ") || buf_puts(&o, bytes) || buf_puts(&o, "B ") ||
+		    buf_puts(&o, ms) || buf_puts(&o, ".0ms ") || buf_puts(&o, c->rid));
 	}
+	line[o.len++] = '\n';
 	/* One write(2) a line: stderr is unbuffered, and musl's fprintf writes a line longer than
 	 * 80 bytes to it in several (a system call each, on every request). */
-	if (n <= 0)
-		return;
-	if ((size_t)n >= sizeof line) { /* cut: the line still ends */
-		n = (int)sizeof line - 1;
-		line[n - 1] = '\n';
-	}
-	(void)!write(STDERR_FILENO, line, (size_t)n);
+	(void)!write(STDERR_FILENO, line, o.len);
 }
 
 /* The answer is fully written: log it, then serve the next request or close. Returns -1 when

@@ -126,6 +126,7 @@ void buf_consume(struct buf *b, size_t n);               /* drop n bytes from th
 void buf_reset(struct buf *b);                           /* len = 0, keeps the memory */
 void buf_free(struct buf *b);
 char *u64_dec(char out[21], uint64_t v);                  /* NUL-terminated, in out */
+void  u64_hex(char out[16], uint64_t v);                  /* 16 hex digits, no NUL */
 
 /* Eight bytes at p as a little-endian word, for scans eight bytes at a time (json.c, sse.c): a
  * byte flagged by a borrow-based test is then the lowest set bit's, whatever the machine. */

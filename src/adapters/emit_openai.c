@@ -118,7 +118,6 @@ no_room(struct exchange *x, int rc)
 static void
 identity(struct exchange *x)
 {
-	static const char hex[] = "0123456789abcdef";
 	static uint64_t seed, seq;
 	struct emit_state *e = &x->em;
 	uint64_t v;
@@ -130,8 +129,7 @@ identity(struct exchange *x)
 		seed = splitmix64((uint64_t)time(NULL) ^ loop_clock_ms() << 20);
 	v = splitmix64(seed + ++seq);
 	memcpy(e->id, "chatcmpl-", 9);
-	for (int i = 0; i < 16; i++)
-		e->id[9 + i] = hex[v >> (60 - 4 * i) & 15];
+	u64_hex(e->id + 9, v);
 	e->id[25] = '\0';
 	put_uint(&created, (unsigned long)time(NULL));
 	e->created[created.len] = '\0';

@@ -136,3 +136,28 @@ def test_json_log_escapes_quotes_and_backslashes():
         except ValueError:
             fail(f"log line for path {path!r} is not JSON: {line!r}")
         check(path in doc.values(), f"path {path!r} not logged verbatim: {doc}")
+
+
+def test_long_paths_log_one_whole_line_with_the_first_512_bytes():
+    """A path of 4,000 bytes (quotes and backslashes among them: six bytes each when escaped):
+    the plain line and the JSON line both end with a newline, the JSON one is still an object,
+    and each holds the path's first 512 bytes."""
+    path = "/" + ('a"\\' * 1400)[:3999]
+    for fmt in ("plain", "json"):
+        with Server(server={"log_format": fmt, "max_header": "16K"}) as s:
+            rid = f"log-long-{fmt}"
+            s.get(path, {"X-Request-Id": rid})
+            s.get("/healthz", {"X-Request-Id": rid + "-next"})
+            check(s.wait_log(rid + "-next"), f"{fmt}: no line for the request after the long one")
+            lines = [l for l in s.log_lines() if rid in l and rid + "-next" not in l]
+            eq(len(lines), 1, f"{fmt}: lines for the long path")
+            if fmt == "json":
+                try:
+                    doc = json.loads(lines[0])
+                except ValueError:
+                    fail(f"json: the long path's line is not JSON: {lines[0][:200]!r}…")
+                eq(doc.get("path"), path[:512], "json: the path logged")
+            else:
+                check(path[:512] + " " in lines[0], f"plain: the path's first 512 bytes: {lines[0][:200]!r}…")
+                check(path[:513] not in lines[0], "plain: more than 512 bytes of the path")
+

@@ -311,6 +311,27 @@ test_wrapped(void)
 	CHECK(m.guard == 'G');
 }
 
+/* The number writers the hot paths use instead of printf, against printf. */
+static void
+test_numbers(void)
+{
+	static const uint64_t vals[] = { 0, 1, 9, 10, 99, 100, 4096, 0x0123456789abcdefull, UINT32_MAX,
+	    (uint64_t)INT64_MAX, UINT64_MAX };
+	int bad = 0;
+
+	unit_case("u64_dec and u64_hex: as printf's %%llu and %%016llx");
+	for (size_t i = 0; i < NELEM(vals); i++) {
+		char d[21], h[17] = { 0 }, want[40];
+
+		snprintf(want, sizeof want, "%llu", (unsigned long long)vals[i]);
+		bad += strcmp(u64_dec(d, vals[i]), want) != 0;
+		snprintf(want, sizeof want, "%016llx", (unsigned long long)vals[i]);
+		u64_hex(h, vals[i]);
+		bad += strcmp(h, want) != 0;
+	}
+	CHECKF(bad == 0, "%d wrong", bad);
+}
+
 void
 suite_buf(void)
 {
@@ -321,6 +342,7 @@ suite_buf(void)
 	test_printf();
 	test_consume();
 	test_wrapped();
+	test_numbers();
 	mem_shutdown();
 	test_nomem();
 }
