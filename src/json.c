@@ -377,7 +377,7 @@ json_findn(const struct json *j, int obj, const char *key, size_t len)
 
 /* Several keys of one object in one walk over its keys (a decoder reading five fields of one
  * object would otherwise walk it five times): vals[k] is the value token of keys[k] (its first
- * occurrence, as json_find gives), or -1. */
+ * occurrence, as json_find gives), or -1. The keys asked for must differ from one another. */
 void
 json_fields(const struct json *j, int obj, const struct json_key *keys, int nkeys, int *vals)
 {
@@ -396,8 +396,9 @@ json_fields(const struct json *j, int obj, const struct json_key *keys, int nkey
 		for (int k = 0; k < nkeys; k++) /* the length and first byte rule out nearly all */
 			if (keys[k].n == len && (len == 0 || keys[k].s[0] == key[0]) && vals[k] < 0 &&
 			    bytes_eq(key, keys[k].s, len)) {
-				vals[k] = i + 1; /* and on: a key asked for twice gets the same first value */
+				vals[k] = i + 1;
 				left--;
+				break; /* the keys asked for differ from one another */
 			}
 		i = json_skip(j, i + 1);
 	}

@@ -638,15 +638,15 @@ test_eq_lengths(void)
 }
 
 /* json_fields gives, for every key of a list, what json_find gives for it alone: each subset of
- * eight keys (present, absent, duplicated, one a value and not a key), on each object token of a
- * document with a duplicate key, and on tokens that are not objects. */
+ * eight keys (present, absent, one a value and not a key, the empty key), on each object token
+ * of a document where a key appears twice, and on tokens that are not objects. */
 static void
 test_fields(void)
 {
 	static const char doc[] = "{\"a\":1,\"n\":{\"a\":2,\"b\":{\"a\":3}},\"arr\":[{\"b\":5},\"b\"],\"b\":\"x\","
 	    "\"a\":9,\"\":0,\"last\":[1,[2]],\"x\":{}}";
 	static const struct json_key all[] = { JSON_KEY("a"), JSON_KEY("b"), JSON_KEY("arr"), JSON_KEY(""),
-	    JSON_KEY("last"), JSON_KEY("missing"), JSON_KEY("5"), JSON_KEY("a") };
+	    JSON_KEY("last"), JSON_KEY("missing"), JSON_KEY("5"), JSON_KEY("x") };
 	struct json_key keys[NELEM(all)];
 	struct arena a;
 	struct json j;
