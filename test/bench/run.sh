@@ -14,6 +14,8 @@
 #   streams time to first byte / first token, inter-token gaps and stalled gaps at concurrency
 #           50 and 1,000 (build/bench/ssebench)
 #   memory  sluice's peak RSS (VmHWM) after the 1,000-stream run (and nginx's for reference)
+#   CPU     instructions per proxied sync request, nginx and sluice each under callgrind
+#           (test/bench/cgproxy.sh): counted, so the same on a noisy machine
 # and prints one markdown table, with sluice/nginx ratios for the added latency.
 #
 # Nothing is installed here: nginx and wrk are Debian packages (`make deps`, as root). A missing
@@ -439,6 +441,14 @@ if [ -n "$SLUICE_PORT" ] && health=$(curl -s "http://127.0.0.1:$SLUICE_PORT/heal
   # The arena's own high-water mark: what the memory setting must hold at this load.
   printf '| sluice memory high-water (of %s reserved) | | | %s KiB | |\n' "${BENCH_SLUICE_MEMORY:-256M}" \
     "$(printf '%s' "$health" | sed -n 's/.*"high_water":\([0-9]*\).*/\1/p' | awk '{printf "%d", $1 / 1024}')"
+fi
+# CPU per proxied request, counted (test/bench/cgproxy.sh): the deterministic side of the
+# latency ratio, which on a shared 2-core machine is mostly noise.
+if command -v valgrind >/dev/null && [ -x "$SLUICE" ]; then
+  declare -A CG
+  while IFS='=' read -r k v; do [ -n "$k" ] && CG[$k]=$v; done < <(test/bench/cgproxy.sh "$MOCK_PORT" "$SLUICE" "$LOGS" "${BENCH_CG_REQUESTS:-1000}" 2>>"$LOGS/cgproxy.err")
+  printf '| CPU per proxied sync request (callgrind instructions) | | %s | %s | %s |\n' "${CG[nginx.ir]:-–}" "${CG[sluice.ir]:-–}" \
+    "$(awk -v a="${CG[sluice.ir]:-}" -v b="${CG[nginx.ir]:-}" 'BEGIN { if (a == "" || b == "" || b == 0) print "–"; else printf "%.1fx", a / b }')"
 fi
 echo
 echo "Measured in ${ELAPSED}s. Raw output of every run: $LOGS/. Noisy on few cores: compare ratios, not absolutes."
