@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "adapter.h"
+#include "xlate.h"
 
 #define VALUE_SHOWN 60 /* bytes of a refused parameter's value quoted in the 400 */
 
@@ -719,9 +720,9 @@ read_usage(struct exchange *x, const struct json *j, int u)
 
 	if (!is_type(j, u, JSMN_OBJECT))
 		return;
-	cr = number(j, json_find(j, u, "cache_read_input_tokens"));
-	in = number(j, json_find(j, u, "input_tokens")) + cr + number(j, json_find(j, u, "cache_creation_input_tokens"));
-	out = number(j, json_find(j, u, "output_tokens"));
+	cr = xl_count(j, json_find(j, u, "cache_read_input_tokens"));
+	in = xl_count(j, json_find(j, u, "input_tokens")) + cr + xl_count(j, json_find(j, u, "cache_creation_input_tokens"));
+	out = xl_count(j, json_find(j, u, "output_tokens"));
 	xc_usage(x, in > prompt ? in : prompt, out > completion ? out : completion, cr > cached ? cr : cached);
 }
 

@@ -526,7 +526,7 @@ usage(struct exchange *x, const struct json *j, int u)
 	if (u < 0 || j->tok[u].type != JSMN_OBJECT)
 		return;
 	json_fields(j, u, keys, NELEM(keys), v);
-	xc_usage(x, xl_long(j, v[0]) + xl_long(j, v[1]), xl_long(j, v[2]) + xl_long(j, v[3]), xl_long(j, v[4]));
+	xc_usage(x, xl_count(j, v[0]) + xl_count(j, v[1]), xl_count(j, v[2]) + xl_count(j, v[3]), xl_count(j, v[4]));
 }
 
 /* A whole functionCall: one tool call, its id (Gemini's own if it gave one, else the emitter's

@@ -323,7 +323,7 @@ done(struct exchange *x, const struct json *j)
 
 	if (xl_eq(j, json_find(j, 0, "done_reason"), "length"))
 		reason = "length";
-	xc_usage(x, xl_long(j, json_find(j, 0, "prompt_eval_count")), xl_long(j, json_find(j, 0, "eval_count")), 0);
+	xc_usage(x, xl_count(j, json_find(j, 0, "prompt_eval_count")), xl_count(j, json_find(j, 0, "eval_count")), 0);
 	if (emit_finish(x, reason) < 0 || emit_end(x) < 0)
 		return -1;
 	xc_stream_end(x);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "adapter.h"
+#include "xlate.h"
 
 /* One edit of the client's body: bytes [from, to) become text. */
 struct splice {
@@ -107,12 +108,6 @@ present(const struct json *j, int t)
 	return t >= 0 && !json_is_null(j, t);
 }
 
-static long
-number(const struct json *j, int t)
-{
-	return t >= 0 && j->tok[t].type == JSMN_PRIMITIVE ? strtol(j->src + j->tok[t].start, NULL, 10) : 0;
-}
-
 /* Usage from a chunk or a whole answer: {prompt_tokens, completion_tokens,
  * prompt_tokens_details.cached_tokens}. */
 static void
@@ -123,8 +118,8 @@ read_usage(struct exchange *x, const struct json *j, int u)
 	if (u < 0 || j->tok[u].type != JSMN_OBJECT)
 		return;
 	details = json_find(j, u, "prompt_tokens_details");
-	xc_usage(x, number(j, json_find(j, u, "prompt_tokens")), number(j, json_find(j, u, "completion_tokens")),
-	    number(j, json_find(j, details, "cached_tokens")));
+	xc_usage(x, xl_count(j, json_find(j, u, "prompt_tokens")), xl_count(j, json_find(j, u, "completion_tokens")),
+	    xl_count(j, json_find(j, details, "cached_tokens")));
 }
 
 /* What a chunk carries: content (commits), a finish, or only usage. */

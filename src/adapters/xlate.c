@@ -165,6 +165,14 @@ xl_long(const struct json *j, int t)
 	return neg ? -v : v;
 }
 
+long
+xl_count(const struct json *j, int t)
+{
+	long v = xl_long(j, t);
+
+	return v < 0 ? 0 : v > (1L << 40) ? 1L << 40 : v;
+}
+
 int
 xl_elem(const struct json *j, int arr, int k)
 {

@@ -46,6 +46,9 @@ int  xl_nonempty(const struct json *j, int t);                 /* a non-empty st
 int  xl_present(const struct json *j, int t);                  /* present and not null */
 int  xl_is_true(const struct json *j, int t);
 long xl_long(const struct json *j, int t);                     /* a number token, or 0 */
+/* A token count from a provider: xl_long kept to [0, 2^40] (a trillion: past any real count,
+ * and a few of them add up without overflowing a long). */
+long xl_count(const struct json *j, int t);
 int  xl_elem(const struct json *j, int arr, int k);            /* element k of array arr, or -1 */
 const char *xl_src(const struct json *j, int t);               /* where token t's text starts */
 size_t      xl_len(const struct json *j, int t);

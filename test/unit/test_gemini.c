@@ -200,6 +200,12 @@ static const struct xanswer answers[] = {
 	  "\"arguments\":\"{\\\"location\\\":\\\"San Francisco\\\"}\"}}]", "tool_calls", XH_WHOLE_USAGE(29, 908, 937, 0)) },
 	{ NULL, "{\"promptFeedback\": {\"blockReason\": \"SAFETY\"},\"usageMetadata\": {\"promptTokenCount\": 5,"
 	  "\"totalTokenCount\": 5}}", WHOLE_REQ, 200, 200, XH_WHOLE("\"content\":null", "content_filter", XH_WHOLE_USAGE(5, 0, 5, 0)) },
+	/* Counts past any real one are kept to 2^40 each, so their sums cannot overflow; a negative
+	 * count is 0. */
+	{ NULL, "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"x\"}],\"role\": \"model\"},\"finishReason\": \"STOP\"}],"
+	  "\"usageMetadata\": {\"promptTokenCount\": 9223372036854775807,\"toolUsePromptTokenCount\": 1,"
+	  "\"candidatesTokenCount\": -5,\"thoughtsTokenCount\": 99999999999999999999}}", WHOLE_REQ, 200, 200,
+	  XH_WHOLE("\"content\":\"x\"", "stop", XH_WHOLE_USAGE(1099511627777, 1099511627776, 2199023255553, 0)) },
 	{ "gemini_error_429.json", NULL, WHOLE_REQ, 429, 429,
 	  XH_ERROR("You exceeded your current quota, please check your plan.", "null") },
 	{ "gemini_error_429.json", NULL, STREAM_REQ, 429, 429,
