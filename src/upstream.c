@@ -130,22 +130,25 @@ upstream_ca_for(const struct cfg_provider *p)
 }
 
 /*
- * libcurl looks for a proxy in the environment on every transfer (no_proxy, NO_PROXY,
- * https_proxy, HTTPS_PROXY, http_proxy, all_proxy, ALL_PROXY: up to five getenv walks of the
- * whole environment per request). The environment does not change while sluice runs, so look
- * once: with none of them set, each transfer says "no proxy" itself (CURLOPT_PROXY and
- * CURLOPT_NOPROXY empty: libcurl's own reading of an empty environment); with any set, libcurl
- * keeps doing exactly what it does.
+ * libcurl looks for a proxy in the environment on every transfer: no_proxy, NO_PROXY, then
+ * http_proxy (never HTTP_PROXY: httpoxy) or https_proxy, HTTPS_PROXY, then all_proxy, ALL_PROXY
+ * — up to six getenv walks of the whole environment per request. The environment does not change
+ * while sluice runs, so look once: with none of them set (or all empty, which libcurl treats as
+ * unset), each transfer says "no proxy" itself (CURLOPT_PROXY and CURLOPT_NOPROXY empty: what
+ * libcurl concludes from such an environment); with any set, libcurl keeps doing what it does.
  */
 static int
 proxy_env_empty(void)
 {
-	static const char *const vars[] = { "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
-	    "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY" };
+	static const char *const vars[] = { "http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+	    "no_proxy", "NO_PROXY" };
 
-	for (size_t i = 0; i < NELEM(vars); i++)
-		if (getenv(vars[i]) != NULL)
+	for (size_t i = 0; i < NELEM(vars); i++) {
+		const char *v = getenv(vars[i]);
+
+		if (v != NULL && v[0] != '\0')
 			return 0;
+	}
 	return 1;
 }
 

@@ -1122,39 +1122,64 @@ PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_pro
               "no_proxy", "NO_PROXY")
 
 
-def test_http_proxy_from_the_environment_is_used():
-    px = ForwardProxy()
-    try:
-        with Mock() as m:
-            env = {v: "" for v in PROXY_VARS}  # set but empty: nothing inherited decides
-            env["http_proxy"] = f"http://127.0.0.1:{px.port}"
-            with Server(server=SERVER, extra=catalog(m.base_url), env=env) as s:
-                want = direct_sync(m, "tokens=5").replace(b'"model":"tokens=5"', b'"model":"gpt-test"')
-                r = sync(s, chat_body("gpt-test"))
-                assert_status(r, 200, "sync through http_proxy")
-                eq(r.body, want, "sync body through http_proxy")
-                r = stream(s, chat_body("gpt-test", True))
-                eq(r.status, 200, "stream through http_proxy")
-                eq(len(px.lines), 2, f"requests through the proxy ({px.lines})")
-                for line in px.lines:
-                    check(line.startswith(f"POST {m.base_url}/chat/completions "),
-                          f"proxy request line {line!r}")
-    finally:
-        px.close()
+def only(**set_vars):
+    """An environment with exactly these proxy variables set: every other one unset."""
+    env = {v: None for v in PROXY_VARS}
+    env.update(set_vars)
+    return env
+
+
+def test_proxy_variables_from_the_environment_are_used():
+    """Each variable libcurl reads for an http:// provider, alone: sluice must not take the
+    no-proxy shortcut, and the requests go through the proxy (sync and streamed)."""
+    for var in ("http_proxy", "all_proxy", "ALL_PROXY"):
+        px = ForwardProxy()
+        try:
+            with Mock() as m:
+                with Server(server=SERVER, extra=catalog(m.base_url),
+                            env=only(**{var: f"http://127.0.0.1:{px.port}"})) as s:
+                    want = direct_sync(m, "tokens=5").replace(b'"model":"tokens=5"', b'"model":"gpt-test"')
+                    r = sync(s, chat_body("gpt-test"))
+                    assert_status(r, 200, f"sync through {var}")
+                    eq(r.body, want, f"sync body through {var}")
+                    r = stream(s, chat_body("gpt-test", True))
+                    eq(r.status, 200, f"stream through {var}")
+                    eq(len(px.lines), 2, f"requests through the proxy set by {var} ({px.lines})")
+                    for line in px.lines:
+                        check(line.startswith(f"POST {m.base_url}/chat/completions "),
+                              f"{var}: proxy request line {line!r}")
+        finally:
+            px.close()
 
 
 def test_no_proxy_from_the_environment_goes_direct():
-    px = ForwardProxy()
-    try:
-        with Mock() as m:
-            env = {v: "" for v in PROXY_VARS}
-            env.update(http_proxy=f"http://127.0.0.1:{px.port}", NO_PROXY="127.0.0.1")
-            with Server(server=SERVER, extra=catalog(m.base_url), env=env) as s:
-                assert_status(sync(s, chat_body("gpt-test")), 200, "sync with NO_PROXY matching")
-                eq(px.lines, [], "requests through the proxy despite NO_PROXY")
-                eq(len(m.requests()), 1, "requests that reached the mock directly")
-    finally:
-        px.close()
+    """NO_PROXY (and no_proxy) naming the provider's host: straight to it, proxy unused."""
+    for var in ("NO_PROXY", "no_proxy"):
+        px = ForwardProxy()
+        try:
+            with Mock() as m:
+                env = only(http_proxy=f"http://127.0.0.1:{px.port}", **{var: "127.0.0.1"})
+                with Server(server=SERVER, extra=catalog(m.base_url), env=env) as s:
+                    assert_status(sync(s, chat_body("gpt-test")), 200, f"sync with {var} matching")
+                    eq(px.lines, [], f"requests through the proxy despite {var}")
+                    eq(len(m.requests()), 1, "requests that reached the mock directly")
+        finally:
+            px.close()
+
+
+def test_http_proxy_uppercase_and_https_proxy_do_not_apply_to_http():
+    """libcurl never reads HTTP_PROXY (httpoxy) and https_proxy is for https:// providers: with
+    only those set, an http:// provider is reached directly."""
+    for var in ("HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        px = ForwardProxy()
+        try:
+            with Mock() as m:
+                with Server(server=SERVER, extra=catalog(m.base_url),
+                            env=only(**{var: f"http://127.0.0.1:{px.port}"})) as s:
+                    assert_status(sync(s, chat_body("gpt-test")), 200, f"sync with only {var}")
+                    eq(px.lines, [], f"requests through the proxy set by {var}")
+        finally:
+            px.close()
 
 
 def test_unset_proxy_environment_goes_direct():
