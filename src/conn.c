@@ -262,8 +262,9 @@ static void
 log_request(struct conn *c)
 {
 	const struct http_req *r = &c->req;
-	/* Room for the longest line: the path is cut at 512 bytes, and escaped (JSON) that is at most
-	 * 3,072; the request id at most 64 (384). One byte is kept back for the newline. */
+	/* Room for the longest line: the path is cut at 512 bytes (escaped for JSON: at most 1,024,
+	 * since llhttp lets no control byte into a path; 3,072 even if it did), the request id is at
+	 * most 64 printable bytes (130 escaped). One byte is kept back for the newline. */
 	char d1[21], d2[21], d3[21], ts[32], line[4096];
 	struct buf o = { .data = line, .size = sizeof line - 1, .max = sizeof line - 1 };
 	const char *path = c->rbuf.data + r->target.off;

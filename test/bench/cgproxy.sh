@@ -47,7 +47,9 @@ run() {
   pid=$!
   wait_port "$port" && client "$port" "$model" "$count" >>"$LOGS/cgproxy.$name.$count.log" 2>&1
   local rc=$?
-  kill -TERM "$pid" 2>/dev/null; sleep 0.5; kill -QUIT "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # exits as it would
+  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   return $rc
 }
 

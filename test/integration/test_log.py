@@ -139,7 +139,7 @@ def test_json_log_escapes_quotes_and_backslashes():
 
 
 def test_long_paths_log_one_whole_line_with_the_first_512_bytes():
-    """A path of 4,000 bytes (quotes and backslashes among them: six bytes each when escaped):
+    """A path of 4,000 bytes (quotes and backslashes among them, two bytes each when escaped):
     the plain line and the JSON line both end with a newline, the JSON one is still an object,
     and each holds the path's first 512 bytes."""
     path = "/" + ('a"\\' * 1400)[:3999]

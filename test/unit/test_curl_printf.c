@@ -1,10 +1,12 @@
 /*
- * test_curl_printf.c — libcurl's own printf after vendor/patches/curl-04-printf-plain.patch.
- * libcurl builds every request (request line, Host, custom headers, URL parts) with its printf;
- * the patch appends formats of text, %s, %d, %u, %ld, %lu and %% directly and leaves every other
- * format to libcurl's formatf. curl_maprintf goes through the patched path: each answer must be
- * what the C library's snprintf gives (libcurl writes a NULL %s as "(nil)"), on both sides of
- * the line between the two paths.
+ * test_curl_printf.c — libcurl's own printf, which vendor/patches/curl-04-printf-plain.patch
+ * changes. libcurl builds every request (request line, Host, custom headers, URL parts) with it;
+ * the patch appends formats of text, %s, %d, %u, %ld, %lu and %% directly (in curl_mvaprintf and
+ * curlx_dyn_vprintf alike) and leaves every other format to libcurl's formatf. This is an
+ * equivalence test: through curl_maprintf each answer must be what the C library's snprintf
+ * gives (libcurl writes a NULL %s as "(nil)"), on both sides of the line between the two paths;
+ * it passes with and without the patch. curlx_dyn_vprintf (internal) is exercised by every
+ * request of the integration tests, whose bytes on the wire they check.
  */
 #include <limits.h>
 #include <stdarg.h>
@@ -87,6 +89,9 @@ test_formatf(void)
 	same("%c%c", 'o', 'k');
 	same("%s then %x", "text", 16u);
 	same("%d then %5s", 7, "w");
+	/* More than 32 conversions: back to formatf, whatever they are. */
+	same("%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s",
+	    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z", "a", "b", "c", "d", "e", "f", "g");
 	CHECKF(bad == 0, "%d formats differ", bad);
 }
 
