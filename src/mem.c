@@ -28,9 +28,9 @@
  * in the order runs were freed, scatters a steady load over more and more pages (at 1,000
  * streams the process's peak RSS was 27.8 MiB, of which 26.4 of pool pages, for 17.8 MiB in
  * use); first fit keeps the live memory packed at the top of the reservation and refills the
- * holes a finished request leaves before touching a new page (peak RSS 23.1 MiB). The top, not the bottom, because
- * the top-level runs get smaller towards the end: small allocations use those up first and the
- * largest run stays whole the longest.
+ * holes a finished request leaves before touching a new page (peak RSS 23.1 MiB). The top, not
+ * the bottom, because the top-level runs get smaller towards the end: small allocations use
+ * those up first and the largest run stays whole the longest.
  *
  * GUARANTEE. Every operation is O(log N): at most one split or merge per size, and each offer
  * or withdrawal updates the summary on one path of at most 6 levels (64^6 > 2^31 blocks),
@@ -61,13 +61,14 @@
  * its own odd tail of free blocks, which only something smaller can reuse: at 1,000 streams
  * the peak RSS stayed at 23.1 MiB for 17.8 MiB in use. In a slab a freed place is reused by
  * the next object of its size (peak RSS 20.1 MiB, 16.6 MiB in use: libcurl's 35 small strings
- * and structs per stream no longer take a block each). An object
- * is handed out from the lowest free place of the most recently partial slab (so a slab's
- * top is touched only when needed); an emptied slab goes back to the pool at once. A control
- * byte marks every block where an object may start (CTRL_SLAB and the slab's k), which is how
- * free() finds the header. Both are O(1) beside the run taken or freed. When no run is free
- * for a slab the allocation falls back to the exact run above. A slab's k is chosen once per
- * class at mem_init, the one up to 2^11 blocks that wastes least.
+ * and structs per stream no longer take a block each). An object is handed out from the lowest
+ * free place of the most recently partial slab (so a slab's top is touched only when needed);
+ * an emptied slab goes back to the pool at once. A control byte marks every block where an
+ * object may start (CTRL_SLAB and the slab's k), which is how free() finds the header. Alloc
+ * and free are O(1) beside the run taken or freed (a new or emptied slab marks at most 64
+ * control bytes). When no run is free for a slab the allocation falls back to the exact run
+ * above. A slab's k is chosen once per class at mem_init: the one up to 2^11 blocks that
+ * wastes least.
  *
  * ZEROING. calloc of several pages zeroes the pages wholly inside it by giving them back to the
  * kernel (madvise MADV_DONTNEED: read back as zeros, resident again only when written), so a
