@@ -792,11 +792,11 @@ churn(void *arg)
 		size_t at = i % 32, n;
 
 		r = r * 1103515245u + 12345u;
-		n = 1 + (r >> 16) % 2000;
+		n = 1 + (r >> 16) % 8000;
 		for (size_t j = 0; held[at] && j < held_n[at]; j++)
 			bad += held[at][j] != tag;
 		mem_free(held[at]);
-		held[at] = mem_alloc(n);
+		held[at] = r & 0x100 ? mem_alloc_exact(n) : mem_alloc(n); /* slabs and runs both */
 		held_n[at] = held[at] ? n : 0;
 		if (held[at])
 			memset(held[at], tag, n);
