@@ -337,6 +337,13 @@ log_for(size_t n)
 	return n <= MEM_BLOCK ? 0 : 64 - __builtin_clzll((uint64_t)(n - 1) / MEM_BLOCK);
 }
 
+/* p points into the pool's blocks (the caller holds the lock). */
+static int
+in_pool(const unsigned char *c)
+{
+	return M.pool != NULL && c >= M.pool && c < M.pool + (size_t)M.nblocks * MEM_BLOCK;
+}
+
 /* The first block of the used run p points at, or NONE if p is not one. */
 static uint32_t
 used_run(const void *p)
@@ -344,7 +351,7 @@ used_run(const void *p)
 	const unsigned char *c = p;
 	size_t off;
 
-	if (M.pool == NULL || c < M.pool || c >= M.pool + (size_t)M.nblocks * MEM_BLOCK)
+	if (!in_pool(c))
 		return NONE;
 	off = (size_t)(c - M.pool);
 	if (off % MEM_BLOCK != 0 || (M.ctrl[off / MEM_BLOCK] & CTRL_KIND) != CTRL_USED)
@@ -701,7 +708,7 @@ slab_of(const void *p)
 	const unsigned char *c = p;
 	uint32_t b;
 
-	if (M.pool == NULL || c < M.pool || c >= M.pool + (size_t)M.nblocks * MEM_BLOCK)
+	if (!in_pool(c))
 		return NONE;
 	b = (uint32_t)((size_t)(c - M.pool) / MEM_BLOCK);
 	if ((M.ctrl[b] & (CTRL_MORE | CTRL_KIND)) != CTRL_SLAB)
@@ -1153,7 +1160,7 @@ mem_owns(const void *p)
 	int owns;
 
 	lock();
-	owns = M.pool != NULL && c >= M.pool && c < M.pool + M.st.reserved;
+	owns = in_pool(c);
 	unlock();
 	return owns;
 }
