@@ -1117,6 +1117,13 @@ class ForwardProxy:
     def close(self):
         self.sock.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
 
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
               "no_proxy", "NO_PROXY")
@@ -1133,8 +1140,7 @@ def test_proxy_variables_from_the_environment_are_used():
     """Each variable libcurl reads for an http:// provider, alone: sluice must not take the
     no-proxy shortcut, and the requests go through the proxy (sync and streamed)."""
     for var in ("http_proxy", "all_proxy", "ALL_PROXY"):
-        px = ForwardProxy()
-        try:
+        with ForwardProxy() as px:
             with Mock() as m:
                 with Server(server=SERVER, extra=catalog(m.base_url),
                             env=only(**{var: f"http://127.0.0.1:{px.port}"})) as s:
@@ -1148,38 +1154,30 @@ def test_proxy_variables_from_the_environment_are_used():
                     for line in px.lines:
                         check(line.startswith(f"POST {m.base_url}/chat/completions "),
                               f"{var}: proxy request line {line!r}")
-        finally:
-            px.close()
 
 
 def test_no_proxy_from_the_environment_goes_direct():
     """NO_PROXY (and no_proxy) naming the provider's host: straight to it, proxy unused."""
     for var in ("NO_PROXY", "no_proxy"):
-        px = ForwardProxy()
-        try:
+        with ForwardProxy() as px:
             with Mock() as m:
                 env = only(http_proxy=f"http://127.0.0.1:{px.port}", **{var: "127.0.0.1"})
                 with Server(server=SERVER, extra=catalog(m.base_url), env=env) as s:
                     assert_status(sync(s, chat_body("gpt-test")), 200, f"sync with {var} matching")
                     eq(px.lines, [], f"requests through the proxy despite {var}")
                     eq(len(m.requests()), 1, "requests that reached the mock directly")
-        finally:
-            px.close()
 
 
 def test_http_proxy_uppercase_and_https_proxy_do_not_apply_to_http():
     """libcurl never reads HTTP_PROXY (httpoxy) and https_proxy is for https:// providers: with
     only those set, an http:// provider is reached directly."""
     for var in ("HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
-        px = ForwardProxy()
-        try:
+        with ForwardProxy() as px:
             with Mock() as m:
                 with Server(server=SERVER, extra=catalog(m.base_url),
                             env=only(**{var: f"http://127.0.0.1:{px.port}"})) as s:
                     assert_status(sync(s, chat_body("gpt-test")), 200, f"sync with only {var}")
                     eq(px.lines, [], f"requests through the proxy set by {var}")
-        finally:
-            px.close()
 
 
 def test_unset_proxy_environment_goes_direct():
