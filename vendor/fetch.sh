@@ -64,16 +64,25 @@ EOF
   apt-get -q update >"$APTDIR/update.log" 2>&1 || { cat "$APTDIR/update.log" >&2; die "apt-get update failed"; }
 }
 
+# index_row PKG[=VER] FILE: the line apt prints for FILE ('uri' name size SHA256:hash), or nothing
+index_row() {
+  case "$2" in
+    *.deb) uris=$(apt-get download --print-uris "$1" 2>/dev/null || true) ;;
+    *)     uris=$(apt-get source --print-uris "$1" 2>/dev/null || true) ;;
+  esac
+  printf '%s\n' "$uris" | awk -v f="$2" '$2 == f'
+}
+
 fetch_missing() {
   apt_ready=no
   lock_rows | while read -r pkg ver suite file sha; do
     have_file "$file" "$sha" && continue
     if [ "$apt_ready" = no ]; then setup_apt; apt_ready=yes; fi
-    case "$file" in
-      *.deb) uris=$(apt-get download --print-uris "$pkg=$ver" 2>/dev/null) ;;
-      *)     uris=$(apt-get source --print-uris "$pkg=$ver" 2>/dev/null) ;;
-    esac
-    row=$(printf '%s\n' "$uris" | awk -v f="$file" '$2 == f')
+    row=$(index_row "$pkg=$ver" "$file")
+    # An upstream tarball outlives its Debian revision (a security update replaces -1+deb13u2
+    # by -1+deb13u3 and ships the same orig.tar): look for the file under the newest revision
+    # too. The pinned sha256 is what is checked, so the bytes are the pinned ones either way.
+    case "$file" in *.orig.tar.*) [ -n "$row" ] || row=$(index_row "$pkg" "$file") ;; esac
     [ -n "$row" ] || die "$pkg $ver: Debian's index has no file $file (is the version still on the mirror?)"
     uri=$(printf '%s\n' "$row" | awk '{ gsub("\047", "", $1); print $1 }')
     idx=$(printf '%s\n' "$row" | awk '{ print $4 }')
