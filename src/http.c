@@ -76,6 +76,23 @@ on_url(llhttp_t *p, const char *at, size_t len)
 	return head_limit_check(r, at, len);
 }
 
+/* The header array is sized to the request, not to the limit: most requests have under 16
+ * headers, and a connection's fixed part is what 1,000 open streams multiply. */
+static int
+grow_headers(struct http_req *r)
+{
+	int cap = r->cap_headers == 0 ? 8 : r->cap_headers * 2;
+	struct http_header *h;
+
+	if (cap > HTTP_MAX_HEADERS)
+		cap = HTTP_MAX_HEADERS;
+	if ((h = mem_realloc_exact(r->headers, (size_t)cap * sizeof *h)) == NULL)
+		return -1;
+	r->headers = h;
+	r->cap_headers = cap;
+	return 0;
+}
+
 static int
 on_header_field(llhttp_t *p, const char *at, size_t len)
 {
@@ -87,6 +104,8 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 	if (r->in_value || r->nheaders == 0) {
 		if (r->nheaders == HTTP_MAX_HEADERS)
 			return limit(r, 431, "headers_too_large", "too many request headers");
+		if (r->nheaders == r->cap_headers && grow_headers(r) != 0)
+			return limit(r, 503, "overloaded", "the gateway is out of memory; retry shortly");
 		h = &r->headers[r->nheaders++];
 		memset(h, 0, sizeof *h);
 		r->in_value = 0;
@@ -200,6 +219,7 @@ http_req_next(struct http_req *r)
 	size_t mh = r->max_header, mb = r->max_body;
 
 	buf_reset(&body);
+	mem_free(r->headers);
 	memset(r, 0, sizeof *r);
 	r->parser = parser;
 	r->parser.data = r;
@@ -213,6 +233,9 @@ http_req_next(struct http_req *r)
 void
 http_req_free(struct http_req *r)
 {
+	mem_free(r->headers);
+	r->headers = NULL;
+	r->nheaders = r->cap_headers = 0;
 	buf_free(&r->body);
 }
 

@@ -310,8 +310,8 @@ struct http_req {
 	const char        *base;        /* the read buffer the spans point into */
 	int                state;       /* REQ_IDLE .. REQ_DONE */
 	struct span        target;
-	struct http_header headers[HTTP_MAX_HEADERS];
-	int                nheaders;
+	struct http_header *headers;    /* grown as they arrive (8, 16, … HTTP_MAX_HEADERS), freed per request */
+	int                nheaders, cap_headers;
 	int                in_value;
 	int                keep_alive, expect_continue, chunked, has_length;
 	uint64_t           content_length;

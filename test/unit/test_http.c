@@ -208,7 +208,7 @@ static const struct row rows[] = {
 enum { GEN_MAX_HEADERS, GEN_TOO_MANY, GEN_PAD, NGEN };
 static struct row gen[NGEN] = {
 	[GEN_MAX_HEADERS] = { "HTTP_MAX_HEADERS headers", NULL, 0, 1 << 16, MB, REQ_DONE,
-	    "GET", "/", "/", { { "X-H1", "1" }, { "x-h100", "100" } }, "", 1, 0, 0, NULL },
+	    "GET", "/", "/", { { "X-H1", "1" }, { "x-h9", "9" }, { "X-H33", "33" }, { "x-h100", "100" } }, "", 1, 0, 0, NULL },
 	[GEN_TOO_MANY] = { "HTTP_MAX_HEADERS + 1 headers", NULL, 0, 1 << 16, MB, -1,
 	    NULL, NULL, NULL, { { NULL, NULL } }, NULL, 0, 0, 431, "headers_too_large" },
 	[GEN_PAD] = { "whitespace before a value counts toward max_header", NULL, 0, 64, MB, -1,
@@ -481,12 +481,64 @@ oom_case(const char *name, size_t blen, size_t blocker, int want_status, const c
 	free(store);
 }
 
+/* Every byte of mem taken, in runs from 1 MiB down to 16 bytes, chained through their first
+ * word; mem_release_chain gives them back. */
+static void *
+mem_fill(void)
+{
+	void *chain = NULL, *p;
+
+	for (size_t n = 1u << 20; n >= sizeof(void *) * 2; n /= 2)
+		while ((p = mem_alloc_exact(n)) != NULL) {
+			*(void **)p = chain;
+			chain = p;
+		}
+	return chain;
+}
+
+static void
+mem_release_chain(void *chain)
+{
+	while (chain != NULL) {
+		void *next = *(void **)chain;
+
+		mem_free(chain);
+		chain = next;
+	}
+}
+
+/* The header array grows as headers arrive: with no memory for it the request is 503. */
+static void
+test_headers_out_of_memory(void)
+{
+	static const char raw[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	char store[sizeof raw];
+	struct http_req r;
+	struct mem_stats st;
+	size_t pos = 0;
+	void *chain;
+	int rc;
+
+	unit_case("http_parse: no memory for the header array is 503 overloaded");
+	memcpy(store, raw, sizeof raw);
+	http_req_init(&r, MH, MB);
+	chain = mem_fill();
+	rc = http_parse(&r, store, sizeof raw - 1, &pos);
+	CHECKF(rc == -1 && r.err_status == 503 && r.err_code && strcmp(r.err_code, "overloaded") == 0,
+	    "rc %d, err %d %s", rc, r.err_status, r.err_code ? r.err_code : "-");
+	mem_release_chain(chain);
+	http_req_free(&r);
+	mem_get_stats(&st);
+	CHECKF(st.in_use == 0, "%zu bytes still in use", st.in_use);
+}
+
 static void
 test_out_of_memory(void)
 {
 	/* mem is 16 MiB: its largest run is 8 MiB. */
 	oom_case("a body larger than the memory can ever hold is 413", 20u << 20, 0, 413, "request_too_large");
 	oom_case("a body larger than the memory left is 503 overloaded", 6u << 20, 8u << 20, 503, "overloaded");
+	test_headers_out_of_memory();
 }
 
 /*
