@@ -74,6 +74,7 @@ void  *mem_calloc_exact(size_t nmemb, size_t size);
 void  *mem_realloc_exact(void *p, size_t n);
 char  *mem_strdup_exact(const char *s);
 size_t mem_largest(void);
+void   mem_trim(void);     /* the run cache back into the pool */
 void   mem_get_stats(struct mem_stats *st);
 int    mem_owns(const void *p);
 

@@ -404,8 +404,8 @@ test_poison(void)
 static void
 test_bad_free(void)
 {
-	static const char *what[] = { "double free", "interior pointer", "foreign pointer", "slab double free",
-		"slab interior pointer", "slab header" };
+	static const char *what[] = { "double free (the run cached)", "interior pointer", "foreign pointer",
+		"slab double free", "slab interior pointer", "slab header", "double free (the run back in the pool)" };
 
 	for (size_t i = 0; i < NELEM(what); i++) {
 		pid_t pid;
@@ -420,10 +420,14 @@ test_bad_free(void)
 
 			if (freopen("/dev/null", "w", stderr) == NULL || mem_init(64 * KB, err, sizeof err) != 0)
 				_exit(3);
-			p = i < 3 ? mem_alloc(100) : mem_alloc_exact(i == 4 ? 32 : 4304);
+			p = i < 3 || i == 6 ? mem_alloc(100) : mem_alloc_exact(i == 4 ? 32 : 4304);
 			(void)mem_alloc_exact(i == 4 ? 32 : 4304); /* the slab stays when p goes */
 			if (i == 0 || i == 3) {
 				mem_free(p);
+				mem_free(p);
+			} else if (i == 6) {
+				mem_free(p);
+				mem_trim();
 				mem_free(p);
 			} else if (i == 5) {
 				mem_free(p + 15 * 4352); /* past the last object */
@@ -552,6 +556,8 @@ stress(int exact)
 		if (s->p == NULL) {
 			s->n = random_size();
 			s->tag = (unsigned char)rnd();
+			if (!exact && step % 7 == 0)
+				mem_trim(); /* first fit is for runs not in the cache */
 			s->p = ex ? mem_alloc_exact(s->n) : mem_alloc(s->n);
 			refused += s->p == NULL;
 			if (s->p)
@@ -809,6 +815,47 @@ churn(void *arg)
 	return (void *)bad;
 }
 
+/* The run cache: a freed run of one piece is handed out again to the next allocation of its
+ * size, last in first out, and counts as freed; it never makes an allocation fail. */
+static void
+test_run_cache(void)
+{
+	static void *p[1024];
+	void *a, *b, *c;
+	size_t n;
+
+	unit_case("run cache: a freed run goes to the next allocation of its size, last freed first");
+	if (!init(64 * KB))
+		return;
+	a = mem_alloc(200);
+	b = mem_alloc(256);
+	CHECK(a != NULL && b != NULL && stats().in_use == 512);
+	mem_free(a);
+	mem_free(b);
+	CHECK(stats().in_use == 0);
+	c = mem_alloc(129);
+	CHECK(c == b && stats().in_use == 256);
+	CHECK(mem_alloc_exact(250) == a); /* exact, and a whole run of the same size */
+	CHECK(mem_alloc(64) != a && stats().in_use == 576);
+	mem_shutdown();
+
+	unit_case("run cache: never the reason an allocation fails");
+	if (!init(64 * KB))
+		return;
+	for (n = 0; n < NELEM(p) && (p[n] = mem_alloc(1)) != NULL; n++)
+		;
+	CHECK(n * MEM_BLOCK == stats().reserved && stats().refusals == 1);
+	for (size_t i = 0; i < 8; i++) /* adjacent single blocks: all cached, none merged */
+		mem_free(p[i]);
+	a = mem_alloc(4 * MEM_BLOCK); /* only the cached blocks, merged, can make one */
+	CHECK(a != NULL && stats().refusals == 1);
+	mem_free(a);
+	for (size_t i = 8; i < n; i++)
+		mem_free(p[i]);
+	check_coalesced();
+	mem_shutdown();
+}
+
 static void
 test_threads(void)
 {
@@ -843,5 +890,6 @@ suite_mem(void)
 	test_stress();
 	test_exact();
 	test_slabs();
+	test_run_cache();
 	test_threads();
 }
