@@ -435,6 +435,7 @@ struct upstream {
 	const struct upstream_cb *cb;
 	void                     *ud;
 	struct curl_slist        *hdrs;
+	struct parsed_url        *url;      /* its parsed URL, or NULL (libcurl parsed the string) */
 	long                      status;
 	int                       head_done, paused, resume_queued;
 	uint64_t                  t_start, t_last;

@@ -1232,6 +1232,51 @@ def test_fifty_concurrent_streams_intact():
 test_fifty_concurrent_streams_intact.timeout = 60
 
 
+def test_more_provider_urls_than_the_parsed_url_table_holds():
+    """sluice keeps up to 32 provider URLs parsed; an entry a transfer uses is never replaced, and
+    a URL that finds no room is handed to libcurl as a string. 40 providers on 40 paths: all in
+    flight at once (32 parsed, 8 not), then one after another (old entries replaced): every
+    request reaches its own provider's path and every answer is whole."""
+    n = 40
+    with Mock() as m:
+        root = m.base_url[:-len("/v1")]
+        extra = "".join(f"\n[provider.p{i}]\n" + "".join(
+            f"{k} = {v}\n" for k, v in dict(PROVIDER, base_url=f"{root}/p{i}/v1").items())
+            for i in range(n))
+        with Server(server=dict(SERVER), extra=extra) as s:
+            want = expected_stream(m, "tokens=3", "CLIENT")
+            for rnd, drip in ((0, 100), (1, 0)):
+                results, errors = [None] * n, []
+
+                def one(i):
+                    up = f"tokens=3,drip={drip},key=u{rnd}-{i}"
+                    try:
+                        results[i] = (up, stream(s, chat_body(f"p{i}/{up}", True), timeout=30))
+                    except Exception as e:
+                        errors.append(f"p{i}: {type(e).__name__}: {e}")
+
+                if rnd == 0:  # all at once
+                    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join(40)
+                else:         # one after another, the last providers first
+                    for i in reversed(range(n)):
+                        one(i)
+                check(not errors, f"round {rnd}: {len(errors)} of {n} streams failed: {errors[:3]}")
+                for i, (up, r) in enumerate(results):
+                    exp = [p.replace('"model":"CLIENT"', f'"model":"p{i}/{up}"') for p in want]
+                    assert_stream_head(r, up, provider=f"p{i}")
+                    assert_stream_exact(r, exp, f"round {rnd}, p{i}")
+                    seen = m.requests(model=up)
+                    eq([q["path"] for q in seen], [f"/p{i}/v1/chat/completions"], f"round {rnd}, p{i}: paths")
+            eq(m.stats()["peak_active"] >= 33, True, "more streams in flight at once than the table holds")
+
+
+test_more_provider_urls_than_the_parsed_url_table_holds.timeout = 90
+
+
 # --- found in review: a busy connection whose client pipelines a lot and reads slowly -----------
 
 def _cpu_seconds(pid):
