@@ -156,9 +156,29 @@ scan_scalar(const char *s, size_t i, size_t n)
 	return i;
 }
 
+/* The byte at the first position from *i on that is not whitespace, *i moved there; 0 at the
+ * end, or at a control byte (which is never valid between tokens either): where the end is
+ * allowed, the caller tells the two apart by *i == n. The usual case, no whitespace at all, is
+ * a bounds check, a load and one compare. */
+static inline __attribute__((always_inline)) unsigned char
+next_byte(const char *s, size_t *i, size_t n)
+{
+	for (; *i < n; ++*i) {
+		unsigned char c = (unsigned char)s[*i];
+
+		if (c > ' ')
+			return c;
+		if (!(WS_BITS >> c & 1))
+			return 0;
+	}
+	return 0;
+}
+
 /*
  * The tokens being laid down: those past cap are counted, not stored, so one call both checks
- * and sizes (cap 0) and the caller can retry with room for the count.
+ * and sizes (cap 0) and the caller can retry with room for the count. A token is stored whole
+ * (its size known: 1 for a key, a container's written when it closes), so nothing is ever
+ * read back and incremented.
  */
 struct tokens {
 	jsmntok_t *tok;
@@ -166,7 +186,7 @@ struct tokens {
 };
 
 static inline __attribute__((always_inline)) int
-tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int parent)
+tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int size, int parent)
 {
 	int i = z->n++;
 
@@ -176,11 +196,9 @@ tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int parent)
 		t->type = type;
 		t->start = (int)start;
 		t->end = (int)end;
-		t->size = 0;
+		t->size = size;
 		t->parent = parent;
 	}
-	if ((unsigned)parent < (unsigned)z->cap) /* parent -1: a top-level value */
-		z->tok[parent].size++;
 	return i;
 }
 
@@ -192,73 +210,77 @@ tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int parent)
  * the same answers. jsmn alone lets through missing or doubled commas, stray colons, bad
  * literals and raw control characters; nothing here does. Returns the token count (tokens past
  * cap counted, not stored) or -1 for malformed JSON.
+ *
+ * The innermost container (its token, its count of keys or elements so far, whether it is an
+ * object) lives in variables; the ones around it wait in up[].
  */
 static int
 tokenize(const char *s, size_t n, jsmntok_t *tok, int cap)
 {
-	int open[JSON_MAX_DEPTH];  /* the open containers' tokens */
-	char kind[JSON_MAX_DEPTH]; /* and their brackets */
+	struct { int tok, size, obj; } up[JSON_MAX_DEPTH];
 	struct tokens z = { tok, cap, 0 };
-	int depth = 0, parent = -1;
-	size_t i, e;
-	char c;
+	int depth = 0, cont = -1, size = 0, obj = 0, parent = -1;
+	size_t i = 0, e;
+	unsigned char c;
 
 	if (n >= INT_MAX)
 		return -1;
-	i = skip_ws(s, 0, n);
-value: /* a value at i, its parent known */
-	if (i >= n)
-		return -1;
-	c = s[i];
-	if (c == '{' || c == '[') {
+	c = next_byte(s, &i, n);
+value: /* a value starting with c at i, its parent known */
+	if (c == '"') {
+		if ((e = scan_string(s, i, n)) == 0)
+			return -1;
+		tok_add(&z, JSMN_STRING, i + 1, e - 1, 0, parent);
+		i = e;
+	} else if (c == '{' || c == '[') {
 		if (depth == JSON_MAX_DEPTH)
 			return -1;
-		open[depth] = tok_add(&z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, i, (size_t)-1, parent);
-		kind[depth++] = c;
-		i = skip_ws(s, i + 1, n);
-		if (i < n && s[i] == (c == '{' ? '}' : ']'))
+		up[depth].tok = cont, up[depth].size = size, up[depth++].obj = obj;
+		cont = tok_add(&z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, i, (size_t)-1, 0, parent);
+		size = 0, obj = c == '{';
+		i++;
+		c = next_byte(s, &i, n);
+		if (c == (obj ? '}' : ']'))
 			goto close;
-		if (c == '{')
+		if (obj)
 			goto key;
-		parent = open[depth - 1];
+		size++, parent = cont;
 		goto value;
+	} else {
+		if (c == 0 || (e = scan_scalar(s, i, n)) == 0) /* c 0: the end, or a control byte */
+			return -1;
+		tok_add(&z, JSMN_PRIMITIVE, i, e, 0, parent);
+		i = e;
 	}
-	if ((e = c == '"' ? scan_string(s, i, n) : scan_scalar(s, i, n)) == 0)
-		return -1;
-	if (c == '"')
-		tok_add(&z, JSMN_STRING, i + 1, e - 1, parent);
-	else
-		tok_add(&z, JSMN_PRIMITIVE, i, e, parent);
-	i = e;
 after: /* after a value: a comma, the container's close, or the end */
-	i = skip_ws(s, i, n);
-	if (depth == 0)
-		return i == n ? z.n : -1; /* nothing may follow the one top-level value */
-	if (i >= n)
-		return -1;
-	if (s[i] == ',') {
-		i = skip_ws(s, i + 1, n);
-		if (kind[depth - 1] == '{')
+	c = next_byte(s, &i, n);
+	if (c == ',' && depth > 0) {
+		i++;
+		c = next_byte(s, &i, n);
+		if (obj)
 			goto key;
-		parent = open[depth - 1];
+		size++, parent = cont;
 		goto value;
 	}
-	if (s[i] != (kind[depth - 1] == '{' ? '}' : ']'))
-		return -1;
+	if (depth == 0 || c != (obj ? '}' : ']'))
+		return depth == 0 && i == n ? z.n : -1; /* nothing may follow the one top-level value */
 close: /* s[i] closes the innermost container */
+	if (cont < cap)
+		tok[cont].end = (int)i + 1, tok[cont].size = size;
 	depth--;
-	if (open[depth] < cap)
-		tok[open[depth]].end = (int)i + 1;
+	cont = up[depth].tok, size = up[depth].size, obj = up[depth].obj;
 	i++;
 	goto after;
-key: /* a key, its colon, then its value */
-	if (i >= n || s[i] != '"' || (e = scan_string(s, i, n)) == 0)
+key: /* a key starting with c at i, its colon, then its value */
+	if (c != '"' || (e = scan_string(s, i, n)) == 0)
 		return -1;
-	parent = tok_add(&z, JSMN_STRING, i + 1, e - 1, open[depth - 1]);
-	i = skip_ws(s, e, n);
-	if (i >= n || s[i] != ':')
+	size++;
+	parent = tok_add(&z, JSMN_STRING, i + 1, e - 1, 1, cont);
+	i = e;
+	if (next_byte(s, &i, n) != ':')
 		return -1;
-	i = skip_ws(s, i + 1, n);
+	i++;
+	c = next_byte(s, &i, n);
 	goto value;
 }
 
