@@ -48,21 +48,19 @@ utf8_len(const unsigned char *s, size_t i, size_t n)
 	return len;
 }
 
-/*
- * The first byte among the eight at p that is not an ordinary string byte (printable ASCII,
- * neither quote nor backslash), or 8. With no high bit set, a byte below 0x20 borrows in
- * w - 0x20…, and a quote or backslash is a zero byte of w ^ '"'… or w ^ '\\'…, which borrows in
- * x - 0x01…; a borrow sets that byte's high bit and only carries upwards, so the lowest byte
- * flagged is the first extraordinary one.
- */
-static inline __attribute__((always_inline)) size_t
-plain_run8(const unsigned char *p)
+/* The bytes among the sixteen at p that are not ordinary string bytes (printable ASCII, neither
+ * quote nor backslash) flagged -1. As signed bytes, those from 0x80 on are negative: one
+ * comparison finds them and the control characters. */
+static inline __attribute__((always_inline)) bytes16
+special16(const unsigned char *p)
 {
-	uint64_t w = load_le64(p), q = w ^ (SWAR_ONES * '"'), b = w ^ (SWAR_ONES * '\\');
-	uint64_t m = (w | (w - SWAR_ONES * 0x20) | (q - SWAR_ONES) | (b - SWAR_ONES)) & SWAR_HIGH;
+	bytes16 v = load16(p);
 
-	return m == 0 ? 8 : (size_t)__builtin_ctzll(m) >> 3;
+	return (v == '"') | (v == '\\') | (v < ' ');
 }
+
+/* -1 from the sixteenth byte on: load16(from + 16 - k) keeps all but the first k of sixteen. */
+static const signed char from16[32] = { [16] = -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1 };
 
 /* A string starting at the quote s[i]: the index after its closing quote, or 0 if invalid. */
 static inline __attribute__((always_inline)) size_t
@@ -73,16 +71,23 @@ scan_string(const char *s, size_t i, size_t n)
 	for (i++;;) {
 		size_t l;
 
-		/* A run of ordinary bytes first: eight at a time while there are eight, then one by one. */
-		while (i + 8 <= n && (l = plain_run8(u + i)) == 8)
-			i += 8;
-		if (i + 8 <= n)
-			i += l;
-		else
-			while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
-				i++;
-		if (i >= n)
-			return 0;
+		/* A run of ordinary bytes first: sixteen at a time while there are sixteen; then the
+		 * text's last sixteen, those before i masked out (one by one in a text shorter). */
+		if (i + 16 <= n) {
+			if ((l = first16(special16(u + i))) == 16) {
+				i += 16;
+				continue;
+			}
+			i += l; /* before n: no need to check */
+		} else {
+			if (n >= 16)
+				i = n - 16 + first16(special16(u + n - 16) & load16(from16 + 16 - (i - (n - 16))));
+			else
+				while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+					i++;
+			if (i >= n)
+				return 0;
+		}
 		if (u[i] == '"')
 			return i + 1;
 		if (u[i] < 0x20)

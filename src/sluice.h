@@ -144,6 +144,35 @@ load_le64(const void *p)
 #define SWAR_ONES 0x0101010101010101u
 #define SWAR_HIGH 0x8080808080808080u
 
+/* Sixteen bytes as a vector (GCC's vector extensions: SSE2 on x86_64, NEON on aarch64), for
+ * scans sixteen bytes at a time: a comparison gives -1 in each byte where it holds, else 0. */
+typedef signed char bytes16 __attribute__((vector_size(16)));
+
+static inline __attribute__((always_inline)) bytes16
+load16(const void *p)
+{
+	bytes16 v;
+
+	memcpy(&v, p, 16);
+	return v;
+}
+
+/* The index of the first byte of m that is -1, or 16 if none is. */
+static inline __attribute__((always_inline)) size_t
+first16(bytes16 m)
+{
+#ifdef __SSE2__
+	typedef char v16qi __attribute__((vector_size(16))); /* the builtin's own type */
+	unsigned b = (unsigned)__builtin_ia32_pmovmskb128((v16qi)m);
+
+	return (size_t)__builtin_ctz(b | 1u << 16); /* 16 when b is 0: no branch */
+#else
+	uint64_t lo = load_le64(&m), hi = load_le64((const char *)&m + 8);
+
+	return lo ? (size_t)__builtin_ctzll(lo) >> 3 : hi ? 8 + ((size_t)__builtin_ctzll(hi) >> 3) : 16;
+#endif
+}
+
 /*
  * config.c — the INI config (DESIGN.md §1), parsed once at start into an immutable struct.
  * Strings point into the config's own storage. Durations are milliseconds, sizes bytes.
