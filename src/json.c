@@ -217,10 +217,11 @@ tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int size, i
  * cap counted, not stored) or -1 for malformed JSON.
  *
  * The innermost container (its token, its count of keys or elements so far, whether it is an
- * object) lives in variables; the ones around it wait in up[].
+ * object) lives in variables; the ones around it wait in up[]. When next is not NULL, next[k]
+ * is set for each container k stored: the index of the token after it and all inside it.
  */
 static int
-tokenize(const char *s, size_t n, jsmntok_t *tok, int cap)
+tokenize(const char *s, size_t n, jsmntok_t *tok, int cap, int *next)
 {
 	struct { int tok, size, obj; } up[JSON_MAX_DEPTH];
 	struct tokens z = { tok, cap, 0 };
@@ -270,8 +271,11 @@ after: /* after a value: a comma, the container's close, or the end */
 	if (depth == 0 || c != (obj ? '}' : ']'))
 		return depth == 0 && i == n ? z.n : -1; /* nothing may follow the one top-level value */
 close: /* s[i] closes the innermost container */
-	if (cont < cap)
+	if (cont < cap) {
 		tok[cont].end = (int)i + 1, tok[cont].size = size;
+		if (next != NULL)
+			next[cont] = z.n;
+	}
 	depth--;
 	cont = up[depth].tok, size = up[depth].size, obj = up[depth].obj;
 	i++;
@@ -292,62 +296,75 @@ key: /* a key starting with c at i, its colon, then its value */
 int
 json_valid(const char *s, size_t n)
 {
-	return tokenize(s, n, NULL, 0) > 0;
+	return tokenize(s, n, NULL, 0, NULL) > 0;
 }
 
 /* Tokenize src, tokens in the arena: a counting pass, then one into exactly as many. Returns
- * the token count, or -1 for malformed JSON, -2 when memory is short. */
+ * the token count, or -1 for malformed JSON, -2 when memory is short. No skip links (a request
+ * body may be large; what reads it skips by bisection). */
 int
 json_parse(struct json *j, struct arena *a, const char *src, size_t len)
 {
-	int n = tokenize(src, len, NULL, 0);
+	int n = tokenize(src, len, NULL, 0, NULL);
 	jsmntok_t *tok;
 
 	if (n <= 0)
 		return -1;
 	if ((tok = arena_alloc(a, (size_t)n * sizeof *tok)) == NULL)
 		return -2;
-	*j = (struct json){ .src = src, .tok = tok, .ntok = tokenize(src, len, tok, n) };
+	*j = (struct json){ .src = src, .tok = tok, .ntok = tokenize(src, len, tok, n, NULL) };
 	return j->ntok;
 }
 
 /*
- * The same, with tokens in a buffer reused from call to call (a stream's chunks): one pass
- * while the tokens fit what the largest chunk so far needed, which is the rule; no allocation
- * once the buffer is that large. A fresh buffer starts at a guess (one token per 8 bytes is
- * denser than providers' chunks are) so that the first chunk, too, is usually one pass.
+ * The same, with tokens in a buffer reused from call to call (a stream's chunks), each with its
+ * skip link after them (the buffer holds cap tokens, then cap links): one pass while the tokens
+ * fit what the largest chunk so far needed, which is the rule; no allocation once the buffer is
+ * that large. A fresh buffer starts at a guess (one token per 8 bytes is denser than providers'
+ * chunks are) so that the first chunk, too, is usually one pass. A buffer that cannot grow to
+ * hold the links as well still takes the tokens alone if it can hold them.
  */
 int
 json_parse_buf(struct json *j, struct buf *store, const char *src, size_t len)
 {
-	int n;
+	const size_t per = sizeof(jsmntok_t) + sizeof(int);
+	jsmntok_t *tok;
+	int n, cap;
 
 	if (store->size == 0)
-		(void)buf_reserve(store, (len / 8 + 16) * sizeof(jsmntok_t)); /* short memory: no guess */
+		(void)buf_reserve(store, (len / 8 + 16) * per); /* short memory: no guess */
 	for (;;) {
-		int cap = (int)(store->size / sizeof(jsmntok_t));
-
-		if ((n = tokenize(src, len, (jsmntok_t *)(void *)store->data, cap)) <= 0)
+		tok = (jsmntok_t *)(void *)store->data, cap = (int)(store->size / per);
+		if ((n = tokenize(src, len, tok, cap, (int *)(void *)(tok + cap))) <= 0)
 			return -1;
 		if (n <= cap)
 			break;
 		store->len = 0;
+		if (buf_reserve(store, (size_t)n * per) == BUF_OK)
+			continue;
 		if (buf_reserve(store, (size_t)n * sizeof(jsmntok_t)) != BUF_OK)
 			return -2;
+		tok = (jsmntok_t *)(void *)store->data;
+		*j = (struct json){ .src = src, .tok = tok, .ntok = tokenize(src, len, tok, n, NULL) };
+		return n;
 	}
-	*j = (struct json){ .src = src, .tok = (jsmntok_t *)(void *)store->data, .ntok = n };
+	*j = (struct json){ .src = src, .tok = tok, .next = (int *)(void *)(tok + cap), .ntok = n };
 	return n;
 }
 
-/* Index of the token after token i and everything inside it: the first token that starts at or
- * past i's end (tokens are in the order they start), found by bisection. */
-int
-json_skip(const struct json *j, int i)
+/* Index of the token after token i and everything inside it: a string's or a number's is the
+ * next; a container's is its skip link, or without links the first token that starts at or past
+ * its end (tokens are in the order they start), found by bisection. */
+static inline __attribute__((always_inline)) int
+skip(const struct json *j, int i)
 {
-	int end = j->tok[i].end, lo = i + 1, hi = j->ntok;
+	int end, lo, hi;
 
-	if (lo >= hi || j->tok[lo].start >= end)
-		return lo; /* a scalar, or an empty container */
+	if (j->tok[i].type != JSMN_OBJECT && j->tok[i].type != JSMN_ARRAY)
+		return i + 1;
+	if (j->next != NULL)
+		return j->next[i];
+	end = j->tok[i].end, lo = i + 1, hi = j->ntok;
 	while (lo < hi) {
 		int mid = lo + (hi - lo) / 2;
 
@@ -357,6 +374,12 @@ json_skip(const struct json *j, int i)
 			hi = mid;
 	}
 	return lo;
+}
+
+int
+json_skip(const struct json *j, int i)
+{
+	return skip(j, i);
 }
 
 /* n bytes at a and b are equal; eight at a time (keys are short: no call to memcmp). */
@@ -397,7 +420,7 @@ json_findn(const struct json *j, int obj, const char *key, size_t len)
 	for (int k = 0; k < n && i + 1 < j->ntok; k++) {
 		if (tok_eq(j, &j->tok[i], key, len))
 			return i + 1;
-		i = json_skip(j, i + 1);
+		i = skip(j, i + 1);
 	}
 	return -1;
 }
@@ -427,7 +450,7 @@ json_fields(const struct json *j, int obj, const struct json_key *keys, int nkey
 				left--;
 				break; /* the keys asked for differ from one another */
 			}
-		i = json_skip(j, i + 1);
+		i = skip(j, i + 1);
 	}
 }
 

@@ -524,6 +524,7 @@ void api_dispatch(struct conn *c);
 struct json {
 	const char *src;
 	jsmntok_t  *tok;
+	const int  *next; /* json_parse_buf's skip links (a container's next sibling), or NULL */
 	int         ntok;
 };
 int  json_valid(const char *s, size_t n);                          /* strict RFC 8259 */

@@ -42,13 +42,27 @@ same_tokens(const jsmntok_t *a, const jsmntok_t *b, int n, const char *what, con
 	return 1;
 }
 
+/* json_skip over b's tokens (json_parse_buf's: by its skip links, when it has them) answers as
+ * over a's (json_parse's: by bisection), token by token. */
+static int
+same_skips(const struct json *a, const struct json *b, int links, const char *what, const char *src, size_t len)
+{
+	if (!CHECKF((b->next != NULL) == links, "%s: skip links %s", what, links ? "missing" : "where none fit"))
+		return 0;
+	for (int i = 0; i < a->ntok; i++)
+		if (json_skip(a, i) != json_skip(b, i))
+			return CHECKF(0, "%s: json_skip(%d) %d, by bisection %d in '%.*s'", what, i, json_skip(b, i),
+			    json_skip(a, i), (int)(len > 200 ? 200 : len), src);
+	return 1;
+}
+
 /* src is valid JSON with an object or array at the top: ours must equal jsmn's, every way in. */
 static void
 match(const char *src, size_t len)
 {
 	static jsmntok_t ref[MAX_TOKENS], small[4];
 	struct arena a;
-	struct json j;
+	struct json j, ja;
 	struct buf store;
 	int n = jsmn_tokens(src, len, ref), ok = 1;
 
@@ -56,18 +70,24 @@ match(const char *src, size_t len)
 	arena_init(&a);
 	if (!CHECKF(n > 0, "jsmn refuses '%.*s' (%d)", (int)(len > 200 ? 200 : len), src, n))
 		goto out;
-	ok &= CHECKF(json_parse(&j, &a, src, len) == n, "json_parse: %d tokens, jsmn %d in '%.*s'", j.ntok, n,
-	    (int)(len > 200 ? 200 : len), src) && same_tokens(j.tok, ref, n, "json_parse", src, len);
+	ok &= CHECKF(json_parse(&ja, &a, src, len) == n, "json_parse: %d tokens, jsmn %d in '%.*s'", ja.ntok, n,
+	    (int)(len > 200 ? 200 : len), src) && same_tokens(ja.tok, ref, n, "json_parse", src, len);
+	if (!ok)
+		goto out;
 
 	buf_init(&store, 1u << 20); /* fresh: starts at a guess, grows when the guess is short */
-	ok &= CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "fresh store", src, len);
+	ok &= CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "fresh store", src, len) &&
+	    same_skips(&ja, &j, 1, "fresh store", src, len);
 	/* reused: the same tokens again, and again after a smaller text left its own in the store */
 	ok &= CHECK(json_parse_buf(&j, &store, "[[1]]", 5) == 3);
-	ok &= CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "reused store", src, len);
+	ok &= CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "reused store", src, len) &&
+	    same_skips(&ja, &j, 1, "reused store", src, len);
 	buf_free(&store);
 
+	/* Room for four tokens: with their skip links, three; four alone (skipped by bisection). */
 	store = (struct buf){ .data = (char *)small, .size = sizeof small, .max = sizeof small };
-	ok &= n <= 4 ? CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "small", src, len)
+	ok &= n <= 4 ? CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "small", src, len) &&
+	                   same_skips(&ja, &j, n <= 3, "small", src, len)
 	             : CHECK(json_parse_buf(&j, &store, src, len) == -2); /* too many for a store that cannot grow */
 out:
 	differed += !ok;
