@@ -59,9 +59,6 @@ special16(const unsigned char *p)
 	return (v == '"') | (v == '\\') | (v < ' ');
 }
 
-/* -1 from the sixteenth byte on: load16(from + 16 - k) keeps all but the first k of sixteen. */
-static const signed char from16[32] = { [16] = -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1 };
-
 /* A string starting at the quote s[i]: the index after its closing quote, or 0 if invalid. */
 static inline __attribute__((always_inline)) size_t
 scan_string(const char *s, size_t i, size_t n)
@@ -81,7 +78,7 @@ scan_string(const char *s, size_t i, size_t n)
 			i += l; /* before n: no need to check */
 		} else {
 			if (n >= 16)
-				i = n - 16 + first16(special16(u + n - 16) & load16(from16 + 16 - (i - (n - 16))));
+				i = n - 16 + first16(special16(u + n - 16) & from16(i - (n - 16)));
 			else
 				while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
 					i++;

@@ -157,6 +157,15 @@ load16(const void *p)
 	return v;
 }
 
+/* -1 in the bytes from the k-th on (k <= 16), 0 before: m & from16(k) leaves out m's first k. */
+static inline __attribute__((always_inline)) bytes16
+from16(size_t k)
+{
+	static const signed char t[32] = { [16] = -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1 };
+
+	return load16(t + 16 - k);
+}
+
 /* The index of the first byte of m that is -1, or 16 if none is. */
 static inline __attribute__((always_inline)) size_t
 first16(bytes16 m)

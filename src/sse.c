@@ -233,25 +233,22 @@ chunk_line(struct sse *p, const char *s, size_t n, sse_event_fn *fn, void *ud)
 	return rc;
 }
 
-/* The offset of the first CR or LF in s[i..len), or len: eight bytes at a time. CR and LF are
- * both below 0x0E; (w - 0x0E…) & ~w sets the high bit of every byte below 0x0E (a byte with its
- * own high bit set is masked by ~w), and since borrows carry only upwards the lowest byte flagged
- * is really the first such byte. One test per word; a control byte that is not CR or LF (a tab)
- * just resumes the scan after it. */
+/* The offset of the first CR or LF in s[i..len), or len: sixteen bytes at a time, then the last
+ * sixteen of s with those before i left out (one by one when s is shorter). */
 static size_t
 line_end(const char *s, size_t i, size_t len)
 {
-	while (i + 8 <= len) {
-		uint64_t w = load_le64(s + i), m = (w - SWAR_ONES * 0x0E) & ~w & SWAR_HIGH;
+	bytes16 v;
+	size_t k;
 
-		if (m == 0) {
-			i += 8;
-			continue;
-		}
-		i += (size_t)__builtin_ctzll(m) >> 3;
-		if (s[i] == '\r' || s[i] == '\n')
-			return i;
-		i++;
+	for (; i + 16 <= len; i += 16) {
+		v = load16(s + i);
+		if ((k = first16((v == '\r') | (v == '\n'))) < 16)
+			return i + k;
+	}
+	if (len >= 16) {
+		v = load16(s + len - 16);
+		return len - 16 + first16(((v == '\r') | (v == '\n')) & from16(i - (len - 16)));
 	}
 	while (i < len && s[i] != '\r' && s[i] != '\n')
 		i++;
