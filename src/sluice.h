@@ -128,8 +128,8 @@ void buf_free(struct buf *b);
 char *u64_dec(char out[21], uint64_t v);                  /* NUL-terminated, in out */
 void  u64_hex(char out[16], uint64_t v);                  /* 16 hex digits, no NUL */
 
-/* Eight bytes at p as a little-endian word, for scans eight bytes at a time (json.c, sse.c): a
- * byte flagged by a borrow-based test is then the lowest set bit's, whatever the machine. */
+/* Eight bytes at p as a little-endian word: the byte at p is then the lowest, whatever the
+ * machine (json.c's key comparisons, first16 without SSE2). */
 static inline __attribute__((always_inline)) uint64_t
 load_le64(const void *p)
 {
@@ -141,8 +141,6 @@ load_le64(const void *p)
 #endif
 	return w;
 }
-#define SWAR_ONES 0x0101010101010101u
-#define SWAR_HIGH 0x8080808080808080u
 
 /* Sixteen bytes as a vector (GCC's vector extensions: SSE2 on x86_64, NEON on aarch64), for
  * scans sixteen bytes at a time: a comparison gives -1 in each byte where it holds, else 0. */
