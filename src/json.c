@@ -170,7 +170,7 @@ next_byte(const char *s, size_t *i, size_t n)
 
 		if (c > ' ')
 			return c;
-		if (!(WS_BITS >> c & 1))
+		if (c != ' ' && c != '\n' && c != '\r' && c != '\t') /* no mask: a space costs one compare */
 			return 0;
 	}
 	return 0;
@@ -183,25 +183,22 @@ next_byte(const char *s, size_t *i, size_t n)
  * read back and incremented.
  */
 struct tokens {
-	jsmntok_t *tok;
-	int        cap, n;
+	jsmntok_t *t, *end; /* the next token's room (no index to multiply), and the room's end */
+	int        n;
 };
 
 static inline __attribute__((always_inline)) int
 tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int size, int parent)
 {
-	int i = z->n++;
-
-	if (i < z->cap) { /* field by field: a compound literal was built on the stack, then copied */
-		jsmntok_t *t = &z->tok[i];
-
-		t->type = type;
-		t->start = (int)start;
-		t->end = (int)end;
-		t->size = size;
-		t->parent = parent;
+	if (z->t < z->end) { /* field by field: a compound literal was built on the stack, then copied */
+		z->t->type = type;
+		z->t->start = (int)start;
+		z->t->end = (int)end;
+		z->t->size = size;
+		z->t->parent = parent;
+		z->t++;
 	}
-	return i;
+	return z->n++;
 }
 
 /*
@@ -213,18 +210,18 @@ tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int size, i
  * literals and raw control characters; nothing here does. Returns the token count (tokens past
  * cap counted, not stored) or -1 for malformed JSON.
  *
- * The innermost container (its token, its count of keys or elements so far, whether it is an
- * object) lives in variables; the ones around it wait in up[]. When next is not NULL, next[k]
+ * The innermost container (its token, its count of keys or elements so far, its closing
+ * bracket) lives in variables; the ones around it wait in up[]. When next is not NULL, next[k]
  * is set for each container k stored: the index of the token after it and all inside it.
  */
 static int
 tokenize(const char *s, size_t n, jsmntok_t *tok, int cap, int *next)
 {
-	struct { int tok, size, obj; } up[JSON_MAX_DEPTH];
-	struct tokens z = { tok, cap, 0 };
-	int depth = 0, cont = -1, size = 0, obj = 0, parent = -1;
+	struct { int tok, size; unsigned char close; } up[JSON_MAX_DEPTH];
+	struct tokens z = { tok, tok != NULL ? tok + cap : NULL, 0 };
+	int depth = 0, cont = -1, size = 0, parent = -1;
 	size_t i = 0, e;
-	unsigned char c;
+	unsigned char c, close = 1; /* 1 at the top: no byte next_byte gives */
 
 	if (n >= INT_MAX)
 		return -1;
@@ -238,14 +235,14 @@ value: /* a value starting with c at i, its parent known */
 	} else if (c == '{' || c == '[') {
 		if (depth == JSON_MAX_DEPTH)
 			return -1;
-		up[depth].tok = cont, up[depth].size = size, up[depth++].obj = obj;
+		up[depth].tok = cont, up[depth].size = size, up[depth++].close = close;
 		cont = tok_add(&z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, i, (size_t)-1, 0, parent);
-		size = 0, obj = c == '{';
+		size = 0, close = c + 2; /* '{' + 2 is '}', '[' + 2 is ']' */
 		i++;
 		c = next_byte(s, &i, n);
-		if (c == (obj ? '}' : ']'))
+		if (c == close)
 			goto close;
-		if (obj)
+		if (close == '}')
 			goto key;
 		size++, parent = cont;
 		goto value;
@@ -260,12 +257,12 @@ after: /* after a value: a comma, the container's close, or the end */
 	if (c == ',' && depth > 0) {
 		i++;
 		c = next_byte(s, &i, n);
-		if (obj)
+		if (close == '}')
 			goto key;
 		size++, parent = cont;
 		goto value;
 	}
-	if (depth == 0 || c != (obj ? '}' : ']'))
+	if (c != close)
 		return depth == 0 && i == n ? z.n : -1; /* nothing may follow the one top-level value */
 close: /* s[i] closes the innermost container */
 	if (cont < cap) {
@@ -274,7 +271,7 @@ close: /* s[i] closes the innermost container */
 			next[cont] = z.n;
 	}
 	depth--;
-	cont = up[depth].tok, size = up[depth].size, obj = up[depth].obj;
+	cont = up[depth].tok, size = up[depth].size, close = up[depth].close;
 	i++;
 	goto after;
 key: /* a key starting with c at i, its colon, then its value */
