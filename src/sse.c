@@ -166,7 +166,7 @@ field(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, vo
 		v++;
 		vn--;
 	}
-	if (name == 4 && memcmp(s, "data", 4) == 0)
+	if (name == 4 && s[0] == 'd' && s[1] == 'a' && s[2] == 't' && s[3] == 'a') /* no call to memcmp */
 		return data_line(p, v, vn, in_chunk);
 	if (name == 5 && memcmp(s, "event", 5) == 0) {
 		event_name(p, v, vn);

@@ -158,7 +158,7 @@ xl_long(const struct json *j, int t)
 	for (; p < end && *p >= '0' && *p <= '9'; p++) {
 		int d = *p - '0';
 
-		if (v > (LONG_MAX - d) / 10)
+		if (v > LONG_MAX / 10 || (v == LONG_MAX / 10 && d > LONG_MAX % 10)) /* no division per digit */
 			return neg ? LONG_MIN : LONG_MAX;
 		v = v * 10 + d;
 	}
