@@ -59,6 +59,20 @@ special16(const unsigned char *p)
 	return (v == '"') | (v == '\\') | (v < ' ');
 }
 
+/* s[0..2] is a three-byte UTF-8 sequence led by E1 to EF but ED (most of CJK: E0 and ED, whose
+ * second bytes have narrower ranges, are utf8_len's), tested as one word of s[0..3]. */
+static inline __attribute__((always_inline)) int
+common3(const unsigned char *s)
+{
+	uint32_t w;
+
+	memcpy(&w, s, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	w = __builtin_bswap32(w);
+#endif
+	return (w & 0xC0C0F0) == 0x8080E0 && (w & 0x0F) != 0 && (w & 0x0F) != 0x0D;
+}
+
 /* A string starting at the quote s[i]: the index after its closing quote, or 0 if invalid. */
 static inline __attribute__((always_inline)) size_t
 scan_string(const char *s, size_t i, size_t n)
@@ -105,11 +119,13 @@ scan_string(const char *s, size_t i, size_t n)
 			}
 			continue;
 		}
-		do { /* a run of multi-byte characters (most text that is not English) */
-			if ((l = utf8_len(u, i, n)) == 0)
+		while (i < n && u[i] >= 0x80) /* a run of multi-byte characters (most text that is not English) */
+			if (i + 4 <= n && common3(u + i))
+				i += 3;
+			else if ((l = utf8_len(u, i, n)) == 0)
 				return 0;
-			i += l;
-		} while (i < n && u[i] >= 0x80);
+			else
+				i += l;
 	}
 }
 
