@@ -271,6 +271,10 @@ value: /* a value starting with c at i, its parent known */
 		i = e;
 	}
 after: /* after a value: a comma, the container's close, or the end */
+	if (close == '}' && i + 1 < n && s[i] == ',' && s[i + 1] == '"') { /* the next key, right there */
+		c = '"', i++;
+		goto key;
+	}
 	c = next_byte(s, &i, n);
 	if (c == ',' && depth > 0) {
 		i++;
@@ -298,10 +302,16 @@ key: /* a key starting with c at i, its colon, then its value */
 	size++;
 	parent = tok_add(&z, JSMN_STRING, i + 1, e - 1, 1, cont);
 	i = e;
-	if (next_byte(s, &i, n) != ':')
+	/* The colon right after the key, then the value right after it or after one space, as
+	 * encoders write them: the bytes compared in place. Anything else: the general way. */
+	if (i + 2 < n && s[i] == ':' && (unsigned char)s[i + 1] > ' ')
+		c = (unsigned char)s[++i];
+	else if (i + 2 < n && s[i] == ':' && s[i + 1] == ' ' && (unsigned char)s[i + 2] > ' ')
+		c = (unsigned char)s[i += 2];
+	else if (next_byte(s, &i, n) == ':')
+		i++, c = next_byte(s, &i, n);
+	else
 		return -1;
-	i++;
-	c = next_byte(s, &i, n);
 	goto value;
 }
 

@@ -525,6 +525,9 @@ test_mutants(void)
 	static const char *const rows[] = {
 		"{\"a\":1}", "[1,[2],{}]", "{ \"k\" : [ true , null ] }", "{\"s\":\"x\\u00e9\\n\xc3\xa9\xe6\x97\xa5\xf0\x9f\x8e\x89\"}",
 		"[-0.5e+3,0,12,\"\"]", "{\"a\":{\"b\":[{\"c\":false}]}}", "\"top\"", "-12.5E-1", " [ ] ",
+		/* a colon with the value right after it or one space on, a comma with the next key right
+		 * after it, and their neighbours: tokenize's fast paths */
+		"{\"a\": 1,\"b\":\"x\", \"c\" :{\"d\":[1, 2]},\"e\":  {}}",
 		/* a Gemini and an Anthropic event as they come */
 		"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\xe4\xbb\x8a\xe6\x97\xa5\"}],\"role\": \"model\"},"
 		"\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 138,\"candidatesTokenCount\": 4},"
