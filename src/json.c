@@ -459,27 +459,23 @@ void
 json_fields(const struct json *j, int obj, const struct json_key *keys, int nkeys, int *vals)
 {
 	uint64_t lens = 0; /* the lengths asked for as bits (mod 64) */
-	int i, n, left = nkeys;
+	int left = nkeys;
 
 	for (int k = 0; k < nkeys; k++)
 		vals[k] = -1, lens |= 1ull << (keys[k].n & 63);
 	if (obj < 0 || obj >= j->ntok || j->tok[obj].type != JSMN_OBJECT)
 		return;
-	n = j->tok[obj].size;
-	i = obj + 1;
-	for (int m = 0; m < n && i + 1 < j->ntok && left > 0; m++, i = skip(j, i + 1)) {
-		const char *key = j->src + j->tok[i].start;
-		size_t len = (size_t)(j->tok[i].end - j->tok[i].start);
+	for (int m = j->tok[obj].size, i = obj + 1; m > 0 && i + 1 < j->ntok; m--, i = skip(j, i + 1)) {
+		const jsmntok_t *t = &j->tok[i];
+		size_t len = (size_t)(t->end - t->start);
+		int k = 0;
 
 		if (!(lens >> (len & 63) & 1)) /* most keys: no length asked for is theirs */
 			continue;
-		for (int k = 0; k < nkeys; k++) /* the length and first byte rule out nearly all */
-			if (keys[k].n == len && (len == 0 || keys[k].s[0] == key[0]) && vals[k] < 0 &&
-			    bytes_eq(key, keys[k].s, len)) {
-				vals[k] = i + 1;
-				left--;
-				break; /* the keys asked for differ from one another */
-			}
+		while (k < nkeys && !(keys[k].n == len && vals[k] < 0 && bytes_eq(j->src + t->start, keys[k].s, len)))
+			k++; /* the length rules out nearly all; a key already found stays its first */
+		if (k < nkeys && (vals[k] = i + 1, --left == 0))
+			return;
 	}
 }
 
