@@ -144,11 +144,13 @@ scan_scalar(const char *s, size_t i, size_t n)
 	static const char *const lits[] = { "true", "false", "null" };
 	size_t d;
 
-	/* Literals all start with a letter from f on; a number never does. */
-	for (size_t k = 0; k < NELEM(lits) && s[i] >= 'f'; k++) {
-		size_t l = strlen(lits[k]);
-		if (n - i >= l && memcmp(s + i, lits[k], l) == 0)
-			return i + l;
+	if (s[i] >= 'f') { /* literals all start with a letter from f on; a number never does */
+		for (size_t k = 0; k < NELEM(lits); k++) {
+			size_t l = strlen(lits[k]);
+			if (n - i >= l && memcmp(s + i, lits[k], l) == 0)
+				return i + l;
+		}
+		return 0;
 	}
 	if (s[i] == '-')
 		i++;
@@ -158,7 +160,9 @@ scan_scalar(const char *s, size_t i, size_t n)
 		i = d;
 	else
 		return 0;
-	if (i < n && s[i] == '.') {
+	if (i == n || (s[i] != '.' && (s[i] | 0x20) != 'e'))
+		return i; /* an integer, as most numbers are */
+	if (s[i] == '.') {
 		if ((d = scan_digits(s, i + 1, n)) == i + 1)
 			return 0;
 		i = d;
