@@ -233,13 +233,15 @@ tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int size, i
  * cap counted, not stored) or -1 for malformed JSON.
  *
  * The innermost container (its token, its count of keys or elements so far, its closing
- * bracket) lives in variables; the ones around it wait in up[]. When next is not NULL, next[k]
- * is set for each container k stored: the index of the token after it and all inside it.
+ * bracket) lives in variables; the ones around it wait in up_tok[], up_size[], up_close[].
+ * When next is not NULL, next[k] is set for each container k stored: the index of the token
+ * after it and all inside it.
  */
 static int
 tokenize(const char *s, size_t n, jsmntok_t *tok, int cap, int *next)
 {
-	struct { int tok, size; unsigned char close; } up[JSON_MAX_DEPTH];
+	int up_tok[JSON_MAX_DEPTH], up_size[JSON_MAX_DEPTH]; /* apart: indexed with no multiply */
+	unsigned char up_close[JSON_MAX_DEPTH];
 	struct tokens z = { tok, tok != NULL ? tok + cap : NULL, 0 };
 	int depth = 0, cont = -1, size = 0, parent = -1;
 	size_t i = 0, e;
@@ -257,7 +259,7 @@ value: /* a value starting with c at i, its parent known */
 	} else if (c == '{' || c == '[') {
 		if (depth == JSON_MAX_DEPTH)
 			return -1;
-		up[depth].tok = cont, up[depth].size = size, up[depth++].close = close;
+		up_tok[depth] = cont, up_size[depth] = size, up_close[depth++] = close;
 		cont = tok_add(&z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, i, (size_t)-1, 0, parent);
 		size = 0, close = c + 2; /* '{' + 2 is '}', '[' + 2 is ']' */
 		i++;
@@ -297,7 +299,7 @@ close: /* s[i] closes the innermost container */
 			next[cont] = z.n;
 	}
 	depth--;
-	cont = up[depth].tok, size = up[depth].size, close = up[depth].close;
+	cont = up_tok[depth], size = up_size[depth], close = up_close[depth];
 	i++;
 	goto after;
 key: /* a key starting with c at i, its colon, then its value */
