@@ -262,7 +262,10 @@ value: /* a value starting with c at i, its parent known */
 		up_tok[depth] = cont, up_size[depth] = size, up_close[depth++] = close;
 		cont = tok_add(&z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, i, (size_t)-1, 0, parent);
 		size = 0, close = c + 2; /* '{' + 2 is '}', '[' + 2 is ']' */
-		i++;
+		if (++i < n && s[i] == '"' && close == '}') { /* the first key, right there */
+			c = '"';
+			goto key;
+		}
 		c = next_byte(s, &i, n);
 		if (c == close)
 			goto close;
