@@ -48,20 +48,29 @@ utf8_len(const unsigned char *s, size_t i, size_t n)
 	return len;
 }
 
-/*
- * The first byte among the eight at p that is not an ordinary string byte (printable ASCII,
- * neither quote nor backslash), or 8. With no high bit set, a byte below 0x20 borrows in
- * w - 0x20…, and a quote or backslash is a zero byte of w ^ '"'… or w ^ '\\'…, which borrows in
- * x - 0x01…; a borrow sets that byte's high bit and only carries upwards, so the lowest byte
- * flagged is the first extraordinary one.
- */
-static inline __attribute__((always_inline)) size_t
-plain_run8(const unsigned char *p)
+/* The bytes among the sixteen at p that are not ordinary string bytes (printable ASCII, neither
+ * quote nor backslash) flagged -1. As signed bytes, those from 0x80 on are negative: one
+ * comparison finds them and the control characters. */
+static inline __attribute__((always_inline)) bytes16
+special16(const unsigned char *p)
 {
-	uint64_t w = load_le64(p), q = w ^ (SWAR_ONES * '"'), b = w ^ (SWAR_ONES * '\\');
-	uint64_t m = (w | (w - SWAR_ONES * 0x20) | (q - SWAR_ONES) | (b - SWAR_ONES)) & SWAR_HIGH;
+	bytes16 v = load16(p);
 
-	return m == 0 ? 8 : (size_t)__builtin_ctzll(m) >> 3;
+	return (v == '"') | (v == '\\') | (v < ' ');
+}
+
+/* s[0..2] is a three-byte UTF-8 sequence led by E1 to EF but ED (most of CJK: E0 and ED, whose
+ * second bytes have narrower ranges, are utf8_len's), tested as one word of s[0..3]. */
+static inline __attribute__((always_inline)) int
+common3(const unsigned char *s)
+{
+	uint32_t w;
+
+	memcpy(&w, s, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	w = __builtin_bswap32(w);
+#endif
+	return (w & 0xC0C0F0) == 0x8080E0 && (w & 0x0F) != 0 && (w & 0x0F) != 0x0D;
 }
 
 /* A string starting at the quote s[i]: the index after its closing quote, or 0 if invalid. */
@@ -73,16 +82,23 @@ scan_string(const char *s, size_t i, size_t n)
 	for (i++;;) {
 		size_t l;
 
-		/* A run of ordinary bytes first: eight at a time while there are eight, then one by one. */
-		while (i + 8 <= n && (l = plain_run8(u + i)) == 8)
-			i += 8;
-		if (i + 8 <= n)
-			i += l;
-		else
-			while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
-				i++;
-		if (i >= n)
-			return 0;
+		/* A run of ordinary bytes first: sixteen at a time while there are sixteen; then the
+		 * text's last sixteen, those before i masked out (one by one in a text shorter). */
+		if (i + 16 <= n) {
+			if ((l = first16(special16(u + i))) == 16) {
+				i += 16;
+				continue;
+			}
+			i += l; /* before n: no need to check */
+		} else {
+			if (n >= 16)
+				i = n - 16 + first16(special16(u + n - 16) & from16(i - (n - 16)));
+			else
+				while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+					i++;
+			if (i >= n)
+				return 0;
+		}
 		if (u[i] == '"')
 			return i + 1;
 		if (u[i] < 0x20)
@@ -103,11 +119,13 @@ scan_string(const char *s, size_t i, size_t n)
 			}
 			continue;
 		}
-		do { /* a run of multi-byte characters (most text that is not English) */
-			if ((l = utf8_len(u, i, n)) == 0)
+		while (i < n && u[i] >= 0x80) /* a run of multi-byte characters (most text that is not English) */
+			if (i + 4 <= n && common3(u + i))
+				i += 3;
+			else if ((l = utf8_len(u, i, n)) == 0)
 				return 0;
-			i += l;
-		} while (i < n && u[i] >= 0x80);
+			else
+				i += l;
 	}
 }
 
@@ -126,11 +144,13 @@ scan_scalar(const char *s, size_t i, size_t n)
 	static const char *const lits[] = { "true", "false", "null" };
 	size_t d;
 
-	/* Literals all start with a letter from f on; a number never does. */
-	for (size_t k = 0; k < NELEM(lits) && s[i] >= 'f'; k++) {
-		size_t l = strlen(lits[k]);
-		if (n - i >= l && memcmp(s + i, lits[k], l) == 0)
-			return i + l;
+	if (s[i] >= 'f') { /* literals all start with a letter from f on; a number never does */
+		for (size_t k = 0; k < NELEM(lits); k++) {
+			size_t l = strlen(lits[k]);
+			if (n - i >= l && memcmp(s + i, lits[k], l) == 0)
+				return i + l;
+		}
+		return 0;
 	}
 	if (s[i] == '-')
 		i++;
@@ -140,7 +160,9 @@ scan_scalar(const char *s, size_t i, size_t n)
 		i = d;
 	else
 		return 0;
-	if (i < n && s[i] == '.') {
+	if (i == n || (s[i] != '.' && (s[i] | 0x20) != 'e'))
+		return i; /* an integer, as most numbers are */
+	if (s[i] == '.') {
 		if ((d = scan_digits(s, i + 1, n)) == i + 1)
 			return 0;
 		i = d;
@@ -156,32 +178,49 @@ scan_scalar(const char *s, size_t i, size_t n)
 	return i;
 }
 
+/* The byte at the first position from *i on that is not whitespace, *i moved there; 0 at the
+ * end, or at a control byte (which is never valid between tokens either): where the end is
+ * allowed, the caller tells the two apart by *i == n. The usual case, no whitespace at all, is
+ * a bounds check, a load and one compare. */
+static inline __attribute__((always_inline)) unsigned char
+next_byte(const char *s, size_t *i, size_t n)
+{
+	for (; *i < n; ++*i) {
+		unsigned char c = (unsigned char)s[*i];
+
+		if (c > ' ')
+			return c;
+		/* c < 32 past a space: a 32-bit mask, which is an operand (a 64-bit one was loaded into a
+		 * register ahead of every use, whitespace or not) */
+		if (c != ' ' && !((1u << c) & (1u << '\n' | 1u << '\r' | 1u << '\t')))
+			return 0;
+	}
+	return 0;
+}
+
 /*
  * The tokens being laid down: those past cap are counted, not stored, so one call both checks
- * and sizes (cap 0) and the caller can retry with room for the count.
+ * and sizes (cap 0) and the caller can retry with room for the count. A token is stored whole
+ * (its size known: 1 for a key, a container's written when it closes), so nothing is ever
+ * read back and incremented.
  */
 struct tokens {
-	jsmntok_t *tok;
-	int        cap, n;
+	jsmntok_t *t, *end; /* the next token's room (no index to multiply), and the room's end */
+	int        n;
 };
 
 static inline __attribute__((always_inline)) int
-tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int parent)
+tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int size, int parent)
 {
-	int i = z->n++;
-
-	if (i < z->cap) { /* field by field: a compound literal was built on the stack, then copied */
-		jsmntok_t *t = &z->tok[i];
-
-		t->type = type;
-		t->start = (int)start;
-		t->end = (int)end;
-		t->size = 0;
-		t->parent = parent;
+	if (z->t < z->end) { /* field by field: a compound literal was built on the stack, then copied */
+		z->t->type = type;
+		z->t->start = (int)start;
+		z->t->end = (int)end;
+		z->t->size = size;
+		z->t->parent = parent;
+		z->t++;
 	}
-	if ((unsigned)parent < (unsigned)z->cap) /* parent -1: a top-level value */
-		z->tok[parent].size++;
-	return i;
+	return z->n++;
 }
 
 /*
@@ -192,135 +231,171 @@ tok_add(struct tokens *z, jsmntype_t type, size_t start, size_t end, int parent)
  * the same answers. jsmn alone lets through missing or doubled commas, stray colons, bad
  * literals and raw control characters; nothing here does. Returns the token count (tokens past
  * cap counted, not stored) or -1 for malformed JSON.
+ *
+ * The innermost container (its token, its count of keys or elements so far, its closing
+ * bracket) lives in variables; the ones around it wait in up_tok[], up_size[], up_close[].
+ * When next is not NULL, next[k] is set for each container k stored: the index of the token
+ * after it and all inside it.
  */
 static int
-tokenize(const char *s, size_t n, jsmntok_t *tok, int cap)
+tokenize(const char *s, size_t n, jsmntok_t *tok, int cap, int *next)
 {
-	int open[JSON_MAX_DEPTH];  /* the open containers' tokens */
-	char kind[JSON_MAX_DEPTH]; /* and their brackets */
-	struct tokens z = { tok, cap, 0 };
-	int depth = 0, parent = -1;
-	size_t i, e;
-	char c;
+	int up_tok[JSON_MAX_DEPTH], up_size[JSON_MAX_DEPTH]; /* apart: indexed with no multiply */
+	unsigned char up_close[JSON_MAX_DEPTH];
+	struct tokens z = { tok, tok != NULL ? tok + cap : NULL, 0 };
+	int depth = 0, cont = -1, size = 0, parent = -1;
+	size_t i = 0, e;
+	unsigned char c, close = 1; /* 1 at the top: no byte next_byte gives */
 
 	if (n >= INT_MAX)
 		return -1;
-	i = skip_ws(s, 0, n);
-value: /* a value at i, its parent known */
-	if (i >= n)
-		return -1;
-	c = s[i];
-	if (c == '{' || c == '[') {
+	c = next_byte(s, &i, n);
+value: /* a value starting with c at i, its parent known */
+	if (c == '"') {
+		if ((e = scan_string(s, i, n)) == 0)
+			return -1;
+		tok_add(&z, JSMN_STRING, i + 1, e - 1, 0, parent);
+		i = e;
+	} else if (c == '{' || c == '[') {
 		if (depth == JSON_MAX_DEPTH)
 			return -1;
-		open[depth] = tok_add(&z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, i, (size_t)-1, parent);
-		kind[depth++] = c;
-		i = skip_ws(s, i + 1, n);
-		if (i < n && s[i] == (c == '{' ? '}' : ']'))
+		up_tok[depth] = cont, up_size[depth] = size, up_close[depth++] = close;
+		cont = tok_add(&z, c == '{' ? JSMN_OBJECT : JSMN_ARRAY, i, (size_t)-1, 0, parent);
+		size = 0, close = c + 2; /* '{' + 2 is '}', '[' + 2 is ']' */
+		if (++i < n && s[i] == '"' && close == '}') { /* the first key, right there */
+			c = '"';
+			goto key;
+		}
+		c = next_byte(s, &i, n);
+		if (c == close)
 			goto close;
-		if (c == '{')
+		if (close == '}')
 			goto key;
-		parent = open[depth - 1];
+		size++, parent = cont;
 		goto value;
+	} else {
+		if (c == 0 || (e = scan_scalar(s, i, n)) == 0) /* c 0: the end, or a control byte */
+			return -1;
+		tok_add(&z, JSMN_PRIMITIVE, i, e, 0, parent);
+		i = e;
 	}
-	if ((e = c == '"' ? scan_string(s, i, n) : scan_scalar(s, i, n)) == 0)
-		return -1;
-	if (c == '"')
-		tok_add(&z, JSMN_STRING, i + 1, e - 1, parent);
-	else
-		tok_add(&z, JSMN_PRIMITIVE, i, e, parent);
-	i = e;
 after: /* after a value: a comma, the container's close, or the end */
-	i = skip_ws(s, i, n);
-	if (depth == 0)
-		return i == n ? z.n : -1; /* nothing may follow the one top-level value */
-	if (i >= n)
-		return -1;
-	if (s[i] == ',') {
-		i = skip_ws(s, i + 1, n);
-		if (kind[depth - 1] == '{')
+	if (close == '}' && i + 1 < n && s[i] == ',' && s[i + 1] == '"') { /* the next key, right there */
+		c = '"', i++;
+		goto key;
+	}
+	c = next_byte(s, &i, n);
+	if (c == ',' && depth > 0) {
+		i++;
+		c = next_byte(s, &i, n);
+		if (close == '}')
 			goto key;
-		parent = open[depth - 1];
+		size++, parent = cont;
 		goto value;
 	}
-	if (s[i] != (kind[depth - 1] == '{' ? '}' : ']'))
-		return -1;
+	if (c != close)
+		return depth == 0 && i == n ? z.n : -1; /* nothing may follow the one top-level value */
 close: /* s[i] closes the innermost container */
+	if (cont < cap) {
+		tok[cont].end = (int)i + 1, tok[cont].size = size;
+		if (next != NULL)
+			next[cont] = z.n;
+	}
 	depth--;
-	if (open[depth] < cap)
-		tok[open[depth]].end = (int)i + 1;
+	cont = up_tok[depth], size = up_size[depth], close = up_close[depth];
 	i++;
 	goto after;
-key: /* a key, its colon, then its value */
-	if (i >= n || s[i] != '"' || (e = scan_string(s, i, n)) == 0)
+key: /* a key starting with c at i, its colon, then its value */
+	if (c != '"' || (e = scan_string(s, i, n)) == 0)
 		return -1;
-	parent = tok_add(&z, JSMN_STRING, i + 1, e - 1, open[depth - 1]);
-	i = skip_ws(s, e, n);
-	if (i >= n || s[i] != ':')
+	size++;
+	parent = tok_add(&z, JSMN_STRING, i + 1, e - 1, 1, cont);
+	i = e;
+	/* The colon right after the key, then the value right after it or after one space, as
+	 * encoders write them: the bytes compared in place. Anything else: the general way. */
+	if (i + 2 < n && s[i] == ':' && (unsigned char)s[i + 1] > ' ')
+		c = (unsigned char)s[++i];
+	else if (i + 2 < n && s[i] == ':' && s[i + 1] == ' ' && (unsigned char)s[i + 2] > ' ')
+		c = (unsigned char)s[i += 2];
+	else if (next_byte(s, &i, n) == ':')
+		i++, c = next_byte(s, &i, n);
+	else
 		return -1;
-	i = skip_ws(s, i + 1, n);
 	goto value;
 }
 
 int
 json_valid(const char *s, size_t n)
 {
-	return tokenize(s, n, NULL, 0) > 0;
+	return tokenize(s, n, NULL, 0, NULL) > 0;
 }
 
 /* Tokenize src, tokens in the arena: a counting pass, then one into exactly as many. Returns
- * the token count, or -1 for malformed JSON, -2 when memory is short. */
+ * the token count, or -1 for malformed JSON, -2 when memory is short. No skip links (a request
+ * body may be large; what reads it skips by bisection). */
 int
 json_parse(struct json *j, struct arena *a, const char *src, size_t len)
 {
-	int n = tokenize(src, len, NULL, 0);
+	int n = tokenize(src, len, NULL, 0, NULL);
 	jsmntok_t *tok;
 
 	if (n <= 0)
 		return -1;
 	if ((tok = arena_alloc(a, (size_t)n * sizeof *tok)) == NULL)
 		return -2;
-	*j = (struct json){ .src = src, .tok = tok, .ntok = tokenize(src, len, tok, n) };
+	*j = (struct json){ .src = src, .tok = tok, .ntok = tokenize(src, len, tok, n, NULL) };
 	return j->ntok;
 }
 
 /*
- * The same, with tokens in a buffer reused from call to call (a stream's chunks): one pass
- * while the tokens fit what the largest chunk so far needed, which is the rule; no allocation
- * once the buffer is that large. A fresh buffer starts at a guess (one token per 8 bytes is
- * denser than providers' chunks are) so that the first chunk, too, is usually one pass.
+ * The same, with tokens in a buffer reused from call to call (a stream's chunks), each with its
+ * skip link after them (the buffer holds cap tokens, then cap links): one pass while the tokens
+ * fit what the largest chunk so far needed, which is the rule; no allocation once the buffer is
+ * that large. A fresh buffer starts at a guess (one token per 8 bytes is denser than providers'
+ * chunks are) so that the first chunk, too, is usually one pass. A buffer that cannot grow to
+ * hold the links as well still takes the tokens alone if it can hold them.
  */
 int
 json_parse_buf(struct json *j, struct buf *store, const char *src, size_t len)
 {
-	int n;
+	const size_t per = sizeof(jsmntok_t) + sizeof(int);
+	jsmntok_t *tok;
+	int n, cap;
 
 	if (store->size == 0)
-		(void)buf_reserve(store, (len / 8 + 16) * sizeof(jsmntok_t)); /* short memory: no guess */
+		(void)buf_reserve(store, (len / 8 + 16) * per); /* short memory: no guess */
 	for (;;) {
-		int cap = (int)(store->size / sizeof(jsmntok_t));
-
-		if ((n = tokenize(src, len, (jsmntok_t *)(void *)store->data, cap)) <= 0)
+		tok = (jsmntok_t *)(void *)store->data, cap = (int)(store->size / per);
+		if ((n = tokenize(src, len, tok, cap, (int *)(void *)(tok + cap))) <= 0)
 			return -1;
 		if (n <= cap)
 			break;
 		store->len = 0;
+		if (buf_reserve(store, (size_t)n * per) == BUF_OK)
+			continue;
 		if (buf_reserve(store, (size_t)n * sizeof(jsmntok_t)) != BUF_OK)
 			return -2;
+		tok = (jsmntok_t *)(void *)store->data;
+		*j = (struct json){ .src = src, .tok = tok, .ntok = tokenize(src, len, tok, n, NULL) };
+		return n;
 	}
-	*j = (struct json){ .src = src, .tok = (jsmntok_t *)(void *)store->data, .ntok = n };
+	*j = (struct json){ .src = src, .tok = tok, .next = (int *)(void *)(tok + cap), .ntok = n };
 	return n;
 }
 
-/* Index of the token after token i and everything inside it: the first token that starts at or
- * past i's end (tokens are in the order they start), found by bisection. */
-int
-json_skip(const struct json *j, int i)
+/* Index of the token after token i and everything inside it: a string's or a number's is the
+ * next; a container's is its skip link, or without links the first token that starts at or past
+ * its end (tokens are in the order they start), found by bisection. */
+static inline __attribute__((always_inline)) int
+skip(const struct json *j, int i)
 {
-	int end = j->tok[i].end, lo = i + 1, hi = j->ntok;
+	int end, lo, hi;
 
-	if (lo >= hi || j->tok[lo].start >= end)
-		return lo; /* a scalar, or an empty container */
+	if (j->tok[i].type != JSMN_OBJECT && j->tok[i].type != JSMN_ARRAY)
+		return i + 1;
+	if (j->next != NULL)
+		return j->next[i];
+	end = j->tok[i].end, lo = i + 1, hi = j->ntok;
 	while (lo < hi) {
 		int mid = lo + (hi - lo) / 2;
 
@@ -332,22 +407,33 @@ json_skip(const struct json *j, int i)
 	return lo;
 }
 
-/* n bytes at a and b are equal; eight at a time (keys are short: no call to memcmp). */
+int
+json_skip(const struct json *j, int i)
+{
+	return skip(j, i);
+}
+
+/* n bytes at a and b are equal; eight or four at a time (keys are short: no call to memcmp). */
 static inline __attribute__((always_inline)) int
 bytes_eq(const char *a, const char *b, size_t n)
 {
 	const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+	uint32_t u[4];
 
-	if (n < 8) {
-		for (size_t i = 0; i < n; i++)
-			if (x[i] != y[i])
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 < n; i += 8)
+			if (load_le64(x + i) != load_le64(y + i))
 				return 0;
-		return 1;
+		return load_le64(x + n - 8) == load_le64(y + n - 8); /* the last eight, overlapping */
 	}
-	for (size_t i = 0; i + 8 < n; i += 8)
-		if (load_le64(x + i) != load_le64(y + i))
+	if (n >= 4) { /* the first four and the last four, overlapping */
+		memcpy(&u[0], x, 4), memcpy(&u[1], y, 4), memcpy(&u[2], x + n - 4, 4), memcpy(&u[3], y + n - 4, 4);
+		return u[0] == u[1] && u[2] == u[3];
+	}
+	for (size_t i = 0; i < n; i++)
+		if (x[i] != y[i])
 			return 0;
-	return load_le64(x + n - 8) == load_le64(y + n - 8); /* the last eight, overlapping */
+	return 1;
 }
 
 /* Token t is a string whose raw bytes are s. */
@@ -370,7 +456,7 @@ json_findn(const struct json *j, int obj, const char *key, size_t len)
 	for (int k = 0; k < n && i + 1 < j->ntok; k++) {
 		if (tok_eq(j, &j->tok[i], key, len))
 			return i + 1;
-		i = json_skip(j, i + 1);
+		i = skip(j, i + 1);
 	}
 	return -1;
 }
@@ -381,26 +467,24 @@ json_findn(const struct json *j, int obj, const char *key, size_t len)
 void
 json_fields(const struct json *j, int obj, const struct json_key *keys, int nkeys, int *vals)
 {
-	int i, n, left = nkeys;
+	uint64_t lens = 0; /* the lengths asked for as bits (mod 64) */
+	int left = nkeys;
 
 	for (int k = 0; k < nkeys; k++)
-		vals[k] = -1;
+		vals[k] = -1, lens |= 1ull << (keys[k].n & 63);
 	if (obj < 0 || obj >= j->ntok || j->tok[obj].type != JSMN_OBJECT)
 		return;
-	n = j->tok[obj].size;
-	i = obj + 1;
-	for (int m = 0; m < n && i + 1 < j->ntok && left > 0; m++) {
-		const char *key = j->src + j->tok[i].start;
-		size_t len = (size_t)(j->tok[i].end - j->tok[i].start);
+	for (int m = j->tok[obj].size, i = obj + 1; m > 0 && i + 1 < j->ntok; m--, i = skip(j, i + 1)) {
+		const jsmntok_t *t = &j->tok[i];
+		size_t len = (size_t)(t->end - t->start);
+		int k = 0;
 
-		for (int k = 0; k < nkeys; k++) /* the length and first byte rule out nearly all */
-			if (keys[k].n == len && (len == 0 || keys[k].s[0] == key[0]) && vals[k] < 0 &&
-			    bytes_eq(key, keys[k].s, len)) {
-				vals[k] = i + 1;
-				left--;
-				break; /* the keys asked for differ from one another */
-			}
-		i = json_skip(j, i + 1);
+		if (!(lens >> (len & 63) & 1)) /* most keys: no length asked for is theirs */
+			continue;
+		while (k < nkeys && !(keys[k].n == len && vals[k] < 0 && bytes_eq(j->src + t->start, keys[k].s, len)))
+			k++; /* the length rules out nearly all; a key already found stays its first */
+		if (k < nkeys && (vals[k] = i + 1, --left == 0))
+			return;
 	}
 }
 

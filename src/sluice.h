@@ -129,8 +129,8 @@ void buf_free(struct buf *b);
 char *u64_dec(char out[21], uint64_t v);                  /* NUL-terminated, in out */
 void  u64_hex(char out[16], uint64_t v);                  /* 16 hex digits, no NUL */
 
-/* Eight bytes at p as a little-endian word, for scans eight bytes at a time (json.c, sse.c): a
- * byte flagged by a borrow-based test is then the lowest set bit's, whatever the machine. */
+/* Eight bytes at p as a little-endian word: the byte at p is then the lowest, whatever the
+ * machine (json.c's key comparisons, first16 without SSE2). */
 static inline __attribute__((always_inline)) uint64_t
 load_le64(const void *p)
 {
@@ -142,8 +142,44 @@ load_le64(const void *p)
 #endif
 	return w;
 }
-#define SWAR_ONES 0x0101010101010101u
-#define SWAR_HIGH 0x8080808080808080u
+
+/* Sixteen bytes as a vector (GCC's vector extensions: SSE2 on x86_64, NEON on aarch64), for
+ * scans sixteen bytes at a time: a comparison gives -1 in each byte where it holds, else 0. */
+typedef signed char bytes16 __attribute__((vector_size(16)));
+
+static inline __attribute__((always_inline)) bytes16
+load16(const void *p)
+{
+	bytes16 v;
+
+	memcpy(&v, p, 16);
+	return v;
+}
+
+/* -1 in the bytes from the k-th on (k <= 16), 0 before: m & from16(k) leaves out m's first k. */
+static inline __attribute__((always_inline)) bytes16
+from16(size_t k)
+{
+	static const signed char t[32] = { [16] = -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1 };
+
+	return load16(t + 16 - k);
+}
+
+/* The index of the first byte of m that is -1, or 16 if none is. */
+static inline __attribute__((always_inline)) size_t
+first16(bytes16 m)
+{
+#ifdef __SSE2__
+	typedef char v16qi __attribute__((vector_size(16))); /* the builtin's own type */
+	unsigned b = (unsigned)__builtin_ia32_pmovmskb128((v16qi)m);
+
+	return (size_t)__builtin_ctz(b | 1u << 16); /* 16 when b is 0: no branch */
+#else
+	uint64_t lo = load_le64(&m), hi = load_le64((const char *)&m + 8);
+
+	return lo ? (size_t)__builtin_ctzll(lo) >> 3 : hi ? 8 + ((size_t)__builtin_ctzll(hi) >> 3) : 16;
+#endif
+}
 
 /*
  * config.c — the INI config (DESIGN.md §1), parsed once at start into an immutable struct.
@@ -497,6 +533,7 @@ void api_dispatch(struct conn *c);
 struct json {
 	const char *src;
 	jsmntok_t  *tok;
+	const int  *next; /* json_parse_buf's skip links (a container's next sibling), or NULL */
 	int         ntok;
 };
 int  json_valid(const char *s, size_t n);                          /* strict RFC 8259 */

@@ -166,7 +166,7 @@ field(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, vo
 		v++;
 		vn--;
 	}
-	if (name == 4 && memcmp(s, "data", 4) == 0)
+	if (name == 4 && s[0] == 'd' && s[1] == 'a' && s[2] == 't' && s[3] == 'a') /* no call to memcmp */
 		return data_line(p, v, vn, in_chunk);
 	if (name == 5 && memcmp(s, "event", 5) == 0) {
 		event_name(p, v, vn);
@@ -233,26 +233,31 @@ chunk_line(struct sse *p, const char *s, size_t n, sse_event_fn *fn, void *ud)
 	return rc;
 }
 
-/* The offset of the first CR or LF in s[i..len), or len: eight bytes at a time. CR and LF are
- * both below 0x0E; (w - 0x0E…) & ~w sets the high bit of every byte below 0x0E (a byte with its
- * own high bit set is masked by ~w), and since borrows carry only upwards the lowest byte flagged
- * is really the first such byte. One test per word; a control byte that is not CR or LF (a tab)
- * just resumes the scan after it. */
+/* The CR and LF bytes among the sixteen at p, flagged -1. */
+static inline __attribute__((always_inline)) bytes16
+eol16(const char *p)
+{
+	bytes16 v = load16(p);
+
+	return (v == '\r') | (v == '\n');
+}
+
+/* The offset of the first CR or LF in s[i..len), or len: thirty-two bytes at a time (one test
+ * for both halves: a data line is most of an event), then sixteen, then the last sixteen of s
+ * with those before i left out (one by one when s is shorter). */
 static size_t
 line_end(const char *s, size_t i, size_t len)
 {
-	while (i + 8 <= len) {
-		uint64_t w = load_le64(s + i), m = (w - SWAR_ONES * 0x0E) & ~w & SWAR_HIGH;
+	size_t k;
 
-		if (m == 0) {
-			i += 8;
-			continue;
-		}
-		i += (size_t)__builtin_ctzll(m) >> 3;
-		if (s[i] == '\r' || s[i] == '\n')
-			return i;
-		i++;
-	}
+	for (; i + 32 <= len; i += 32)
+		if (first16(eol16(s + i) | eol16(s + i + 16)) < 16)
+			break;
+	for (; i + 16 <= len; i += 16)
+		if ((k = first16(eol16(s + i))) < 16)
+			return i + k;
+	if (len >= 16)
+		return len - 16 + first16(eol16(s + len - 16) & from16(i - (len - 16)));
 	while (i < len && s[i] != '\r' && s[i] != '\n')
 		i++;
 	return i;

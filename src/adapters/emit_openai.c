@@ -155,23 +155,25 @@ put_head(struct exchange *x, struct buf *b, const char *object)
 }
 
 /* Start a chunk in scratch: the head and, unless delta is NULL, the start of the delta's value.
- * The head is the same for every chunk of the exchange: built once, then copied. */
+ * The head is the same for every chunk of the exchange: built once (a copy kept in the arena),
+ * then left in place, since in a stream scratch holds nothing but chunks, each begun by it
+ * (appends never touch what is there, growing keeps it). */
 static int
 chunk_open_n(struct exchange *x, const char *delta, size_t deltan)
 {
 	struct emit_state *e = &x->em;
 	struct buf *b = &x->scratch;
-	int rc;
+	int rc = BUF_OK;
 
-	buf_reset(b);
 	if (e->head == NULL) {
+		buf_reset(b);
 		rc = put_head(x, b, "chat.completion.chunk");
 		if (rc == BUF_OK && (e->head = arena_alloc(x->arena, b->len)) == NULL)
 			rc = BUF_NOMEM;
 		if (rc == BUF_OK)
 			memcpy(e->head, b->data, e->head_len = b->len);
 	} else {
-		rc = buf_append(b, e->head, e->head_len);
+		b->len = e->head_len; /* the head, still there */
 	}
 	if (delta != NULL) {
 		rc = rc ? rc : buf_append(b, CHOICE, sizeof CHOICE - 1);

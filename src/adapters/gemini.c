@@ -560,10 +560,9 @@ parts(struct exchange *x, const struct json *j, int cand)
 
 		json_fields(j, p, keys, NELEM(keys), v);
 		t = v[0], fc = v[1];
-		if (xl_nonempty(j, t) && xl_is_true(j, v[2]))
-			rc = emit_reasoning(x, xl_src(j, t), xl_len(j, t));
-		else if (xl_nonempty(j, t))
-			rc = emit_text(x, xl_src(j, t), xl_len(j, t));
+		if (xl_nonempty(j, t)) /* a thought, or text */
+			rc = xl_is_true(j, v[2]) ? emit_reasoning(x, xl_src(j, t), xl_len(j, t))
+			                         : emit_text(x, xl_src(j, t), xl_len(j, t));
 		else if (fc >= 0 && j->tok[fc].type == JSMN_OBJECT)
 			rc = function_call(x, j, fc);
 		if (rc < 0)

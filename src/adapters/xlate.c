@@ -152,13 +152,13 @@ xl_long(const struct json *j, int t)
 		return 0;
 	/* A validated number (or literal): its integer part, saturated as strtol would, without
 	 * strtol's locale and base machinery (a count per usage field per stream chunk). */
-	p = xl_src(j, t), end = p + xl_len(j, t);
+	p = j->src + j->tok[t].start, end = j->src + j->tok[t].end;
 	if ((neg = p < end && *p == '-'))
 		p++;
 	for (; p < end && *p >= '0' && *p <= '9'; p++) {
 		int d = *p - '0';
 
-		if (v > (LONG_MAX - d) / 10)
+		if (v > LONG_MAX / 10 || (v == LONG_MAX / 10 && d > LONG_MAX % 10)) /* no division per digit */
 			return neg ? LONG_MIN : LONG_MAX;
 		v = v * 10 + d;
 	}

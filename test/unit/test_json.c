@@ -638,23 +638,31 @@ test_eq_lengths(void)
 }
 
 /* json_fields gives, for every key of a list, what json_find gives for it alone: each subset of
- * eight keys (present, absent, one a value and not a key, the empty key), on each object token
- * of a document where a key appears twice, and on tokens that are not objects. */
+ * eleven keys (present, absent, one a value and not a key, the empty key, keys of 8 and 17
+ * bytes, one absent of a present one's length and first byte), on each object token of a
+ * document where a key appears twice and one is 65 bytes long (65 and 1 alike mod 64), and on
+ * tokens that are not objects; the tokens by json_parse and by json_parse_buf (skip links). */
 static void
 test_fields(void)
 {
 	static const char doc[] = "{\"a\":1,\"n\":{\"a\":2,\"b\":{\"a\":3}},\"arr\":[{\"b\":5},\"b\"],\"b\":\"x\","
-	    "\"a\":9,\"\":0,\"last\":[1,[2]],\"x\":{}}";
+	    "\"a\":9,\"\":0,\"last\":[1,[2]],\"x\":{},\"abcdefgh\":[8],\"abcdefgi\":{\"abcdefghijklmnopq\":17},"
+	    "\"a0123456789012345678901234567890123456789012345678901234567890123\":65,\"abcdefghijklmnopq\":[[]]}";
 	static const struct json_key all[] = { JSON_KEY("a"), JSON_KEY("b"), JSON_KEY("arr"), JSON_KEY(""),
-	    JSON_KEY("last"), JSON_KEY("missing"), JSON_KEY("5"), JSON_KEY("x") };
+	    JSON_KEY("last"), JSON_KEY("missing"), JSON_KEY("5"), JSON_KEY("x"), JSON_KEY("abcdefgi"),
+	    JSON_KEY("abcdefghijklmnopq"), JSON_KEY("abcdefgX") };
 	struct json_key keys[NELEM(all)];
 	struct arena a;
-	struct json j;
+	struct buf store;
+	struct json js[2];
 	int n, bad = 0;
 
 	unit_case("json_fields: every subset of keys on every token, as json_find");
 	arena_init(&a);
-	if (!CHECK((n = json_parse(&j, &a, doc, sizeof doc - 1)) > 0)) {
+	buf_init(&store, 1u << 20);
+	if (!CHECK((n = json_parse(&js[0], &a, doc, sizeof doc - 1)) > 0) ||
+	    !CHECK(json_parse_buf(&js[1], &store, doc, sizeof doc - 1) == n && js[1].next != NULL)) {
+		buf_free(&store);
 		arena_release(&a);
 		return;
 	}
@@ -664,13 +672,21 @@ test_fields(void)
 		for (size_t k = 0; k < NELEM(all); k++)
 			if (set >> k & 1)
 				keys[nk++] = all[k];
-		for (int obj = -1; obj <= n; obj++) {
-			json_fields(&j, obj, keys, nk, vals);
-			for (int k = 0; k < nk; k++)
-				bad += vals[k] != json_findn(&j, obj, keys[k].s, keys[k].n);
-		}
+		for (int w = 0; w < 2; w++)
+			for (int obj = -1; obj <= n; obj++) {
+				json_fields(&js[w], obj, keys, nk, vals);
+				for (int k = 0; k < nk; k++)
+					bad += vals[k] != json_findn(&js[0], obj, keys[k].s, keys[k].n);
+			}
 	}
 	CHECKF(bad == 0, "%d answers differ from json_find's", bad);
+	unit_case("json_find: keys of 8 and 17 bytes, with and without skip links");
+	for (int w = 0; w < 2; w++) {
+		CHECK(json_find(&js[w], 0, "abcdefgi") > 0 && js[w].tok[json_find(&js[w], 0, "abcdefgi")].type == JSMN_OBJECT);
+		CHECK(json_find(&js[w], 0, "abcdefghijklmnopq") == n - 2);
+		CHECK(json_find(&js[w], 0, "abcdefgX") == -1 && json_find(&js[w], 0, "abcdefghijklmnopX") == -1);
+	}
+	buf_free(&store);
 	arena_release(&a);
 }
 

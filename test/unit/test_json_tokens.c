@@ -5,7 +5,9 @@
  * json_parse_buf (a fresh store, one too small, one reused). The texts: every recorded provider
  * body and stream event in test/fixtures, hand-picked shapes, and a few thousand generated
  * documents (seeded: the same every run) with strings of every length around the 8-byte steps of
- * the string scanner and every kind of byte at every offset in them.
+ * the string scanner and every kind of byte at every offset in them. Whether a text is JSON at
+ * all is held to a plain recursive reference (below) over every cut and every one-byte change of
+ * a few texts: a byte deleted, replaced or inserted, at every offset.
  */
 #include <jsmn.h> /* first, without JSMN_HEADER: this file holds jsmn's code, the reference */
 #include <dirent.h>
@@ -40,13 +42,27 @@ same_tokens(const jsmntok_t *a, const jsmntok_t *b, int n, const char *what, con
 	return 1;
 }
 
+/* json_skip over b's tokens (json_parse_buf's: by its skip links, when it has them) answers as
+ * over a's (json_parse's: by bisection), token by token. */
+static int
+same_skips(const struct json *a, const struct json *b, int links, const char *what, const char *src, size_t len)
+{
+	if (!CHECKF((b->next != NULL) == links, "%s: skip links %s", what, links ? "missing" : "where none fit"))
+		return 0;
+	for (int i = 0; i < a->ntok; i++)
+		if (json_skip(a, i) != json_skip(b, i))
+			return CHECKF(0, "%s: json_skip(%d) %d, by bisection %d in '%.*s'", what, i, json_skip(b, i),
+			    json_skip(a, i), (int)(len > 200 ? 200 : len), src);
+	return 1;
+}
+
 /* src is valid JSON with an object or array at the top: ours must equal jsmn's, every way in. */
 static void
 match(const char *src, size_t len)
 {
 	static jsmntok_t ref[MAX_TOKENS], small[4];
 	struct arena a;
-	struct json j;
+	struct json j, ja;
 	struct buf store;
 	int n = jsmn_tokens(src, len, ref), ok = 1;
 
@@ -54,18 +70,24 @@ match(const char *src, size_t len)
 	arena_init(&a);
 	if (!CHECKF(n > 0, "jsmn refuses '%.*s' (%d)", (int)(len > 200 ? 200 : len), src, n))
 		goto out;
-	ok &= CHECKF(json_parse(&j, &a, src, len) == n, "json_parse: %d tokens, jsmn %d in '%.*s'", j.ntok, n,
-	    (int)(len > 200 ? 200 : len), src) && same_tokens(j.tok, ref, n, "json_parse", src, len);
+	ok &= CHECKF(json_parse(&ja, &a, src, len) == n, "json_parse: %d tokens, jsmn %d in '%.*s'", ja.ntok, n,
+	    (int)(len > 200 ? 200 : len), src) && same_tokens(ja.tok, ref, n, "json_parse", src, len);
+	if (!ok)
+		goto out;
 
 	buf_init(&store, 1u << 20); /* fresh: starts at a guess, grows when the guess is short */
-	ok &= CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "fresh store", src, len);
+	ok &= CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "fresh store", src, len) &&
+	    same_skips(&ja, &j, 1, "fresh store", src, len);
 	/* reused: the same tokens again, and again after a smaller text left its own in the store */
 	ok &= CHECK(json_parse_buf(&j, &store, "[[1]]", 5) == 3);
-	ok &= CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "reused store", src, len);
+	ok &= CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "reused store", src, len) &&
+	    same_skips(&ja, &j, 1, "reused store", src, len);
 	buf_free(&store);
 
+	/* Room for four tokens: with their skip links, three; four alone (skipped by bisection). */
 	store = (struct buf){ .data = (char *)small, .size = sizeof small, .max = sizeof small };
-	ok &= n <= 4 ? CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "small", src, len)
+	ok &= n <= 4 ? CHECK(json_parse_buf(&j, &store, src, len) == n) && same_tokens(j.tok, ref, n, "small", src, len) &&
+	                   same_skips(&ja, &j, n <= 3, "small", src, len)
 	             : CHECK(json_parse_buf(&j, &store, src, len) == -2); /* too many for a store that cannot grow */
 out:
 	differed += !ok;
@@ -311,6 +333,217 @@ test_every_offset(void)
 				}
 }
 
+/* ---- every cut and one-byte change, against a reference ---- */
+
+/*
+ * RFC 8259, plainly and recursively (nesting capped as json.c caps it), written apart from
+ * json.c: strings decode each UTF-8 sequence's code point and check it, where json.c checks
+ * byte ranges.
+ */
+struct ref {
+	const unsigned char *s;
+	size_t n, i;
+};
+
+static void ref_ws(struct ref *r) { while (r->i < r->n && memchr(" \t\n\r", r->s[r->i], 4) != NULL) r->i++; }
+static int ref_at(struct ref *r, char c) { return r->i < r->n && r->s[r->i] == (unsigned char)c; }
+static int ref_digit(struct ref *r) { return r->i < r->n && r->s[r->i] >= '0' && r->s[r->i] <= '9'; }
+
+static int
+ref_string(struct ref *r)
+{
+	for (r->i++; r->i < r->n;) {
+		unsigned c = r->s[r->i], cp, len, k;
+
+		if (c == '"')
+			return r->i++, 1;
+		if (c < 0x20)
+			return 0;
+		if (c == '\\') {
+			if (r->i + 1 >= r->n)
+				return 0;
+			if (r->s[r->i + 1] == 'u') {
+				for (k = 2; k < 6; k++)
+					if (r->i + k >= r->n || strchr("0123456789abcdefABCDEF", r->s[r->i + k]) == NULL ||
+					    r->s[r->i + k] == 0)
+						return 0;
+				r->i += 6;
+			} else if (r->s[r->i + 1] != 0 && strchr("\"\\/bfnrt", r->s[r->i + 1]) != NULL) {
+				r->i += 2;
+			} else {
+				return 0;
+			}
+			continue;
+		}
+		if (c < 0x80) {
+			r->i++;
+			continue;
+		}
+		len = c >= 0xF0 && c <= 0xF7 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC0 && c <= 0xDF ? 2 : 0;
+		if (len == 0 || r->i + len > r->n)
+			return 0;
+		cp = c & (0x7Fu >> len);
+		for (k = 1; k < len; k++) {
+			if ((r->s[r->i + k] & 0xC0) != 0x80)
+				return 0;
+			cp = cp << 6 | (r->s[r->i + k] & 0x3Fu);
+		}
+		if (cp < (len == 2 ? 0x80u : len == 3 ? 0x800u : 0x10000u) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return 0;
+		r->i += len;
+	}
+	return 0;
+}
+
+static int
+ref_number(struct ref *r)
+{
+	if (ref_at(r, '-'))
+		r->i++;
+	if (ref_at(r, '0'))
+		r->i++;
+	else if (ref_digit(r))
+		while (ref_digit(r))
+			r->i++;
+	else
+		return 0;
+	if (ref_at(r, '.')) {
+		r->i++;
+		if (!ref_digit(r))
+			return 0;
+		while (ref_digit(r))
+			r->i++;
+	}
+	if (ref_at(r, 'e') || ref_at(r, 'E')) {
+		r->i++;
+		if (ref_at(r, '+') || ref_at(r, '-'))
+			r->i++;
+		if (!ref_digit(r))
+			return 0;
+		while (ref_digit(r))
+			r->i++;
+	}
+	return 1;
+}
+
+static int
+ref_value(struct ref *r, int depth)
+{
+	static const char *const lits[] = { "true", "false", "null" };
+	int obj = ref_at(r, '{');
+
+	ref_ws(r);
+	if (r->i >= r->n)
+		return 0;
+	if (ref_at(r, '"'))
+		return ref_string(r);
+	for (size_t k = 0; k < NELEM(lits); k++)
+		if (r->n - r->i >= strlen(lits[k]) && memcmp(r->s + r->i, lits[k], strlen(lits[k])) == 0)
+			return r->i += strlen(lits[k]), 1;
+	if (!(obj = ref_at(r, '{')) && !ref_at(r, '['))
+		return ref_number(r);
+	if (depth == 128)
+		return 0;
+	r->i++;
+	ref_ws(r);
+	if (ref_at(r, obj ? '}' : ']'))
+		return r->i++, 1;
+	for (;;) {
+		if (obj) {
+			ref_ws(r);
+			if (!ref_at(r, '"') || !ref_string(r))
+				return 0;
+			ref_ws(r);
+			if (!ref_at(r, ':'))
+				return 0;
+			r->i++;
+		}
+		if (!ref_value(r, depth + 1))
+			return 0;
+		ref_ws(r);
+		if (ref_at(r, ','))
+			r->i++;
+		else if (ref_at(r, obj ? '}' : ']'))
+			return r->i++, 1;
+		else
+			return 0;
+	}
+}
+
+static int
+ref_valid(const char *s, size_t n)
+{
+	struct ref r = { (const unsigned char *)s, n, 0 };
+
+	if (!ref_value(&r, 0))
+		return 0;
+	ref_ws(&r);
+	return r.i == n;
+}
+
+/* t (n bytes) and its mutants: json.c must accept exactly what the reference accepts, and give
+ * jsmn's tokens for those with a container at the top. */
+static int
+mutate(const char *t, size_t n)
+{
+	static const char bytes[] = "{}[],:\" \\ \t\n\r0159-+.eEtfnulx\x01\x1f\x7f\x80\xc3\xe6\xed\xf0\xff";
+	static char m[2048];
+	int bad = 0;
+
+	if (n + 1 > sizeof m)
+		return 0;
+	for (size_t at = 0; at <= n && bad < 5; at++)
+		for (size_t k = 0; k <= sizeof bytes - 1; k++) /* bytes' own NUL too */
+			for (int op = 0; op < 3; op++) { /* replace, insert, delete (once per offset) */
+				size_t len = n;
+
+				if ((op != 1 && at == n) || (op == 2 && k > 0))
+					continue;
+				memcpy(m, t, at);
+				if (op == 0)
+					m[at] = bytes[k], memcpy(m + at + 1, t + at + 1, n - at - 1);
+				else if (op == 1)
+					m[at] = bytes[k], memcpy(m + at + 1, t + at, n - at), len++;
+				else
+					memcpy(m + at, t + at + 1, n - at - 1), len--;
+				if (json_valid(m, len) != ref_valid(m, len))
+					bad += !CHECKF(0, "'%.*s' (%zu bytes): json.c says %s, the reference %s", (int)(len > 200 ? 200 : len),
+					    m, len, json_valid(m, len) ? "valid" : "malformed", ref_valid(m, len) ? "valid" : "malformed");
+				else if (ref_valid(m, len) && (m[json_skip_end(m, 0, len)] == '{' || m[json_skip_end(m, 0, len)] == '['))
+					match(m, len);
+			}
+	for (size_t cut = 0; cut < n && bad < 5; cut++) /* every cut, the cut-off text on its own */
+		if (json_valid(t, cut) != ref_valid(t, cut))
+			bad += !CHECKF(0, "'%.*s' cut at %zu: json.c says %s", (int)(cut > 200 ? 200 : cut), t, cut,
+			    json_valid(t, cut) ? "valid" : "malformed");
+	return bad;
+}
+
+static void
+test_mutants(void)
+{
+	static const char *const rows[] = {
+		"{\"a\":1}", "[1,[2],{}]", "{ \"k\" : [ true , null ] }", "{\"s\":\"x\\u00e9\\n\xc3\xa9\xe6\x97\xa5\xf0\x9f\x8e\x89\"}",
+		"[-0.5e+3,0,12,\"\"]", "{\"a\":{\"b\":[{\"c\":false}]}}", "\"top\"", "-12.5E-1", " [ ] ",
+		/* a colon with the value right after it or one space on, a comma with the next key right
+		 * after it, and their neighbours: tokenize's fast paths */
+		"{\"a\": 1,\"b\":\"x\", \"c\" :{\"d\":[1, 2]},\"e\":  {}}",
+		/* a Gemini and an Anthropic event as they come */
+		"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\xe4\xbb\x8a\xe6\x97\xa5\"}],\"role\": \"model\"},"
+		"\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 138,\"candidatesTokenCount\": 4},"
+		"\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"45I2aaWZBumm2roPm8HR0Ao\"}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}",
+	};
+	int bad = 0, before = differed;
+
+	unit_case("json tokens: every cut and one-byte change accepted exactly as the reference accepts it");
+	for (size_t i = 0; i < NELEM(rows) && bad < 5; i++) {
+		CHECKF(ref_valid(rows[i], strlen(rows[i])), "the reference refuses row %zu", i);
+		bad += mutate(rows[i], strlen(rows[i]));
+	}
+	CHECKF(bad == 0 && differed == before, "%d mutants judged differently, %d with other tokens", bad, differed - before);
+}
+
 void
 suite_json_tokens(void)
 {
@@ -324,6 +557,7 @@ suite_json_tokens(void)
 	test_fixtures();
 	test_generated();
 	test_every_offset();
+	test_mutants();
 
 	unit_case("json tokens: documents compared with jsmn");
 	CHECKF(compared > 3000 && differed == 0, "%d compared, %d differ", compared, differed);
