@@ -10,6 +10,7 @@ asked directly (Mock.direct()): the same events, `model` rewritten, nothing else
 import json
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -1066,7 +1067,8 @@ def test_tls_provider_with_wrong_ca_is_502_tls_failed():
 
 class ForwardProxy:
     """An HTTP forward proxy on a free port, one request per connection: it records each request
-    line (absolute-form, as a client of a proxy sends it) and passes the request on."""
+    line (absolute-form, as a client of a proxy sends it, or CONNECT for an https:// provider)
+    and passes the request on (a CONNECT: answers 200 and relays bytes both ways)."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -1094,6 +1096,9 @@ class ForwardProxy:
                 data += more
             head, body = data.split(b"\r\n\r\n", 1)
             lines = head.split(b"\r\n")
+            if lines[0].startswith(b"CONNECT "):
+                self.lines.append(lines[0].decode())
+                return self.tunnel(c, lines[0].split(b" ")[1], body)
             m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
             while m and len(body) < int(m.group(1)):
                 body += c.recv(65536)
@@ -1113,6 +1118,23 @@ class ForwardProxy:
                     if not more:
                         break
                     c.sendall(more)
+
+    @staticmethod
+    def tunnel(c, authority, early):
+        host, port = authority.rsplit(b":", 1)
+        with socket.create_connection((host.decode(), int(port))) as up:
+            c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            if early:
+                up.sendall(early)
+            while True:
+                ready, _, _ = select.select([c, up], [], [], 30)
+                if not ready:
+                    return
+                for a in ready:
+                    more = a.recv(65536)
+                    if not more:
+                        return
+                    (up if a is c else c).sendall(more)
 
     def close(self):
         self.sock.close()
@@ -1154,6 +1176,23 @@ def test_proxy_variables_from_the_environment_are_used():
                     for line in px.lines:
                         check(line.startswith(f"POST {m.base_url}/chat/completions "),
                               f"{var}: proxy request line {line!r}")
+
+
+def test_https_provider_through_a_connect_proxy():
+    """An https:// provider behind https_proxy: a CONNECT tunnel, then TLS to the provider
+    verified with its CA, sync and streamed, on one tunnel kept alive."""
+    d = make_test_ca("localhost")
+    with ForwardProxy() as px:
+        with Mock(tls_cert=f"{d}/localhost.pem", tls_key=f"{d}/localhost.key", ca_file=f"{d}/ca.pem") as m:
+            with Server(server=SERVER, extra=catalog(m.base_url, {"ca_file": f"{d}/ca.pem"}),
+                        env=only(https_proxy=f"http://127.0.0.1:{px.port}")) as s:
+                want = direct_sync(m, "tokens=5").replace(b'"model":"tokens=5"', b'"model":"gpt-test"')
+                r = sync(s, chat_body("gpt-test"))
+                assert_status(r, 200, "sync through a CONNECT tunnel")
+                eq(r.body, want, "sync body through a CONNECT tunnel")
+                want = expected_stream(m, "tokens=5", "gpt-test")
+                assert_stream_exact(stream(s, chat_body("gpt-test", True)), want, "stream through a CONNECT tunnel")
+                eq(px.lines, [f"CONNECT localhost:{m.port} HTTP/1.1"], "one tunnel, kept for both requests")
 
 
 def test_no_proxy_from_the_environment_goes_direct():
