@@ -30,7 +30,8 @@
  * use); first fit keeps the live memory packed at the top of the reservation and refills the
  * holes a finished request leaves before touching a new page (peak RSS 23.1 MiB). The top, not
  * the bottom, because the top-level runs get smaller towards the end: small allocations use
- * those up first and the largest run stays whole the longest.
+ * those up first and the largest run stays whole the longest. (A run in the run cache, below,
+ * goes back to the next allocation of its size wherever it lies: it is already resident.)
  *
  * GUARANTEE. Every operation is O(log N): at most one split or merge per size, and each offer
  * or withdrawal updates the summary on one path of at most 6 levels (64^6 > 2^31 blocks),
@@ -40,12 +41,14 @@
  * it. mem5 cites Robson's bound for power-of-two first-fit allocators: with sizes counted in
  * blocks after rounding to runs, if the largest request is n blocks and at most L blocks are
  * ever in use at once, no request fails for fragmentation while N >= L * (1 + log2(n) / 2) - n + 1.
+ * The run cache keeps some freed runs out of the pool, but it is emptied into it before any
+ * request could fail, so both hold as stated once mem_trim() (or a failed search) has run.
  * Every pointer returned is MEM_BLOCK-aligned, but for slab objects of up to MEM_SMALL_MAX
  * bytes (16-aligned). The summary costs 1/63 of a byte per block.
  *
  * EXACT ALLOCATIONS (mem_*_exact, what libcurl gets). A power of two wastes up to half of a run,
- * and libcurl's hot sizes sit just past one (an easy handle of 4,304 bytes, a 16,424-byte send
- * buffer). An exact allocation of m blocks takes the run of 2^k >= m blocks as above, keeps its
+ * and libcurl's hot sizes sit just past one (an easy handle of 4,304 bytes; the send buffer was
+ * 16,424 until our patch made it 16,384). An exact allocation of m blocks takes the run of 2^k >= m blocks as above, keeps its
  * first m blocks and frees the rest at once, as the aligned runs it splits into (the way Linux's
  * alloc_pages_exact gives back a tail). The m blocks it keeps are themselves aligned runs — the
  * binary digits of m, largest first — marked in their control bytes as one allocation, and free()

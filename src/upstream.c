@@ -269,6 +269,8 @@ url_take(const char *url)
 		curl_url_cleanup(e->h);
 		mem_free(e->url);
 		memset(e, 0, sizeof *e);
+		if (e == &U.urls[U.nurls - 1]) /* the slot just opened goes back */
+			U.nurls--;
 		return NULL;
 	}
 	e->hash = h;
