@@ -28,10 +28,11 @@
 #include "sluice.h"
 
 struct watch {
-	loop_fd_fn *fn;
+	loop_fd_fn *fn;     /* NULL while parked (still registered, nobody listening) */
 	void       *ud;
 	uint32_t    gen;    /* bumped at every (un)registration of this fd */
 	uint32_t    events; /* the epoll events registered; 0 when not watched */
+	int         parkable; /* its owner reports its close (loop_forget): it may be parked */
 };
 
 static struct {
@@ -124,6 +125,11 @@ loop_watch(int fd, unsigned events, loop_fd_fn *fn, void *ud)
 		loop_unwatch(fd);
 		return 0;
 	}
+	if (w->events == ev && w->fn == NULL) { /* parked with these events: the kernel has it */
+		w->fn = fn;
+		w->ud = ud;
+		return 0;
+	}
 	if (w->events == 0) {
 		op = EPOLL_CTL_ADD;
 		w->gen++;
@@ -158,6 +164,44 @@ loop_unwatch(int fd)
 	w->events = 0;
 	w->fn = NULL;
 	w->gen++;
+}
+
+/*
+ * Parking: a provider connection is watched for its answer, unwatched when the transfer ends and
+ * watched again for the next request's answer — an epoll_ctl removal and addition a request for
+ * the same registration. An fd whose owner tells the loop when it closes it (loop_parkable, then
+ * loop_forget before the close) is instead left registered when unwatched (loop_park): watched
+ * again for the same events it costs no system call. If it fires while parked (the peer closed
+ * it, or sent something nobody asked for), it is removed then, once.
+ */
+void
+loop_parkable(int fd)
+{
+	if (fd >= 0 && fd < L.cap)
+		L.watches[fd].parkable = 1;
+}
+
+void
+loop_park(int fd)
+{
+	if (fd < 0 || fd >= L.cap)
+		return;
+	if (!L.watches[fd].parkable) {
+		loop_unwatch(fd);
+		return;
+	}
+	L.watches[fd].fn = NULL;
+	L.watches[fd].ud = NULL;
+}
+
+/* fd is about to be closed: forget it, no system call (closing takes it out of the kernel's
+ * set; a later fd of the same number starts from nothing). */
+void
+loop_forget(int fd)
+{
+	if (fd < 0 || fd >= L.cap)
+		return;
+	L.watches[fd] = (struct watch){ .gen = L.watches[fd].gen + 1 };
 }
 
 /* ---- timers: a binary min-heap of pointers, each timer knowing its index ---- */
@@ -363,6 +407,10 @@ dispatch_fired(int n)
 
 		if (w->events == 0 || w->gen != (uint32_t)(L.fired[i].data.u64 >> 32))
 			continue; /* removed or replaced by an earlier callback */
+		if (w->fn == NULL) { /* parked, and something happened: out of the kernel's set now */
+			loop_unwatch(fd);
+			continue;
+		}
 		if (re & (EPOLLIN | EPOLLHUP | EPOLLERR))
 			ev |= LOOP_READ;
 		if (re & (EPOLLOUT | EPOLLERR))

@@ -320,6 +320,9 @@ int      loop_init(int fd_capacity);
 int      loop_capacity(void);
 int      loop_watch(int fd, unsigned events, loop_fd_fn *fn, void *ud);
 void     loop_unwatch(int fd);
+void     loop_parkable(int fd);  /* the caller will loop_forget(fd) before it closes fd */
+void     loop_park(int fd);      /* unwatch, but a parkable fd stays registered (see loop.c) */
+void     loop_forget(int fd);    /* fd is being closed */
 void     loop_timer_init(struct timer *t);
 int      loop_timer_set(struct timer *t, uint64_t ms, loop_timer_fn *fn, void *ud);
 void     loop_timer_cancel(struct timer *t);

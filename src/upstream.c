@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <curl/curl.h>
 #include "sluice.h"
 
@@ -74,7 +76,7 @@ socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 	unsigned ev;
 
 	if (what == CURL_POLL_REMOVE) {
-		loop_unwatch(s);
+		loop_park(s); /* a provider connection between two requests stays registered */
 		return 0;
 	}
 	ev = (what & CURL_POLL_IN ? LOOP_READ : 0) | (what & CURL_POLL_OUT ? LOOP_WRITE : 0);
@@ -435,6 +437,26 @@ check_done(void)
 	}
 }
 
+/* libcurl's connection sockets are opened and closed here, so that the loop knows when one
+ * closes and may leave it registered between requests (loop_park). */
+static curl_socket_t
+open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->protocol);
+
+	if (fd < 0)
+		return CURL_SOCKET_BAD;
+	loop_parkable(fd);
+	return fd;
+}
+
+static int
+close_socket(void *clientp, curl_socket_t fd)
+{
+	loop_forget(fd);
+	return close(fd);
+}
+
 /* A new easy handle with the options every transfer has; a cached handle keeps them, so a
  * transfer sets only its own (curl_easy_reset and setting these again cost ~4,000 instructions
  * a request). */
@@ -446,6 +468,8 @@ handle_new(void)
 	if (e == NULL)
 		return NULL;
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	/* The smallest buffers libcurl allows: a request body is small, an event is small, and

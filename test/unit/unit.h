@@ -32,7 +32,8 @@ int  unit_check(int ok, const char *file, int line, const char *fmt, ...)
 	X(gemini) \
 	X(ollama) \
 	X(azure) \
-	X(curl_printf)
+	X(curl_printf) \
+	X(loop)
 
 #define X(name) void suite_##name(void);
 UNIT_SUITES(X)
