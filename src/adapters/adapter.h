@@ -157,7 +157,7 @@ struct exchange {
 	struct buf             resp;           /* a whole answer, or an error body */
 	struct buf             held;           /* events held before the commit point */
 	struct buf             toks;           /* jsmn tokens for one chunk, reused */
-	struct buf             scratch;        /* one rewritten event, reused */
+	struct buf             scratch;        /* one rewritten event, reused; only emit_openai.c writes it (a stream's chunk head stays at its start) */
 	int                    saw_end, saw_finish;
 	int                    head_sent;      /* the stream's head went (heartbeats or commit) */
 	struct timer           heartbeat;
