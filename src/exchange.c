@@ -223,10 +223,15 @@ xc_chunk(struct exchange *x, const struct iovec *parts, int nparts, unsigned fla
 	v[n++].iov_len = 2;
 	if (x->state != X_COMMITTED && !(flags & (CHUNK_CONTENT | CHUNK_FINISH | CHUNK_USAGE_ONLY))) {
 		/* Preamble: held until content comes. */
-		for (int i = 0; i < n; i++)
-			if (buf_append(&x->held, v[i].iov_base, v[i].iov_len) != BUF_OK)
+		for (int i = 0; i < n; i++) {
+			int rc = buf_append(&x->held, v[i].iov_base, v[i].iov_len);
+
+			if (rc == BUF_NOMEM) /* the gateway's memory, not the provider's size */
+				return out_of_memory(x);
+			if (rc != BUF_OK)
 				return xc_fail(x, FAIL_MALFORMED, 502, "upstream_malformed",
 				    "the provider sent more than %d bytes before any content", HELD_MAX);
+		}
 		return 0;
 	}
 	if (x->state != X_COMMITTED && commit(x) < 0)

@@ -122,8 +122,7 @@ struct usage {
 struct emit_state {
 	char        id[40];                     /* "chatcmpl-…" */
 	char        created[24];                /* unix seconds, as digits */
-	char       *head;                       /* a stream's chunk head (id, object, created, model) */
-	size_t      head_len;
+	size_t      head_len;                   /* a stream's chunk head (id, object, created, model), at scratch's start; 0: not built */
 	int         role_sent;                  /* stream: the role chunk went */
 	int         ntools;                     /* tool calls started */
 	int         ended;                      /* emit_end() ran */

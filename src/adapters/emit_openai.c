@@ -155,9 +155,9 @@ put_head(struct exchange *x, struct buf *b, const char *object)
 }
 
 /* Start a chunk in scratch: the head and, unless delta is NULL, the start of the delta's value.
- * The head is the same for every chunk of the exchange: built once (a copy kept in the arena),
- * then left in place, since in a stream scratch holds nothing but chunks, each begun by it
- * (appends never touch what is there, growing keeps it). */
+ * The head is the same for every chunk of the exchange: built once, then left in place, since
+ * in a stream scratch holds nothing but chunks, each begun by it (appends never touch what is
+ * there, growing keeps it): only its length is kept. */
 static int
 chunk_open_n(struct exchange *x, const char *delta, size_t deltan)
 {
@@ -165,13 +165,11 @@ chunk_open_n(struct exchange *x, const char *delta, size_t deltan)
 	struct buf *b = &x->scratch;
 	int rc = BUF_OK;
 
-	if (e->head == NULL) {
+	if (e->head_len == 0) {
 		buf_reset(b);
 		rc = put_head(x, b, "chat.completion.chunk");
-		if (rc == BUF_OK && (e->head = arena_alloc(x->arena, b->len)) == NULL)
-			rc = BUF_NOMEM;
 		if (rc == BUF_OK)
-			memcpy(e->head, b->data, e->head_len = b->len);
+			e->head_len = b->len;
 	} else {
 		b->len = e->head_len; /* the head, still there */
 	}

@@ -293,7 +293,7 @@ memory_back(void)
 	"\"role\":\"model\"}}]}\n\n"
 
 /*
- * The first chunk's head and the first tool call take memory from the request's arena. With
+ * The held first chunk and the first tool call take memory the gateway may not have. With
  * none left: before the commit point the client gets 503 overloaded (never a fallback); after
  * it, one interruption event and no [DONE]. Either way the process goes on and gives it all back.
  */
@@ -308,7 +308,7 @@ check_memory_full(void)
 	if (CHECK(xh_setup(&h, &adapter_gemini, PROVIDER_GEMINI, "prov", MODEL, STREAM_REQ) == 0)) {
 		exchange_upstream_head(&h.x, 200);
 		CHECK(exchange_feed(&h.x, EV_USAGE, strlen(EV_USAGE)) == 0); /* tokens, no chunk yet */
-		CHECK(buf_reserve(&h.x.scratch, 1024) == BUF_OK); /* so it is the head's arena copy that fails */
+		CHECK(buf_reserve(&h.x.scratch, 1024) == BUF_OK); /* so it is holding the role chunk that fails */
 		memory_full(&h);
 		CHECK(exchange_feed(&h.x, EV_TEXT, strlen(EV_TEXT)) < 0);
 		exchange_upstream_done(&h.x, &ok);
