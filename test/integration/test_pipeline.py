@@ -1034,15 +1034,20 @@ def tls_case(ca_name):
     return pipeline(provider={"ca_file": f"{d}/{ca_name}"}, mock=mock)
 
 
+def assert_sync_and_stream_whole(s, m, how):
+    """gpt-test (the mock's tokens=5) asked sync and streamed: each answer exactly the mock's."""
+    want = direct_sync(m, "tokens=5").replace(b'"model":"tokens=5"', b'"model":"gpt-test"')
+    r = sync(s, chat_body("gpt-test"))
+    assert_status(r, 200, f"sync {how}")
+    eq(r.body, want, f"sync body {how}")
+    want = expected_stream(m, "tokens=5", "gpt-test")
+    assert_stream_exact(stream(s, chat_body("gpt-test", True)), want, f"stream {how}")
+
+
 def test_tls_provider_with_its_ca_works():
     with tls_case("ca.pem") as (s, m):
         check(m.base_url.startswith("https://localhost:"), f"mock base_url {m.base_url}")
-        want = direct_sync(m, "tokens=5").replace(b'"model":"tokens=5"', b'"model":"gpt-test"')
-        r = sync(s, chat_body("gpt-test"))
-        assert_status(r, 200, "sync over TLS")
-        eq(r.body, want, "sync body over TLS")
-        want = expected_stream(m, "tokens=5", "gpt-test")
-        assert_stream_exact(stream(s, chat_body("gpt-test", True)), want, "stream over TLS")
+        assert_sync_and_stream_whole(s, m, "over TLS")
         eq(m.requests()[0]["headers"].get("authorization"), "Bearer sk-test",
            "Authorization over TLS")
 
@@ -1186,12 +1191,7 @@ def test_https_provider_through_a_connect_proxy():
         with Mock(tls_cert=f"{d}/localhost.pem", tls_key=f"{d}/localhost.key", ca_file=f"{d}/ca.pem") as m:
             with Server(server=SERVER, extra=catalog(m.base_url, {"ca_file": f"{d}/ca.pem"}),
                         env=only(https_proxy=f"http://127.0.0.1:{px.port}")) as s:
-                want = direct_sync(m, "tokens=5").replace(b'"model":"tokens=5"', b'"model":"gpt-test"')
-                r = sync(s, chat_body("gpt-test"))
-                assert_status(r, 200, "sync through a CONNECT tunnel")
-                eq(r.body, want, "sync body through a CONNECT tunnel")
-                want = expected_stream(m, "tokens=5", "gpt-test")
-                assert_stream_exact(stream(s, chat_body("gpt-test", True)), want, "stream through a CONNECT tunnel")
+                assert_sync_and_stream_whole(s, m, "through a CONNECT tunnel")
                 eq(px.lines, [f"CONNECT localhost:{m.port} HTTP/1.1"], "one tunnel, kept for both requests")
 
 
