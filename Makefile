@@ -109,6 +109,13 @@ $(B)/obj/test/xlbench.o: test/bench/xlbench.c $(V)/.built $(B)/gen/deps.h $(wild
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# libcurl alone, for the floor of issue 4's latency target (make bench): linked like xlbench.
+$(B)/curlfloor: $(B)/obj/test/curlfloor.o $(LIB_OBJS)
+	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+$(B)/obj/test/curlfloor.o: test/bench/curlfloor.c $(V)/.built $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
 unit: $(B)/unit
 	$(RUNNER) $(B)/unit
 
@@ -118,7 +125,7 @@ test:
 run: $(B)/sluice
 	$(B)/sluice
 
-bench: $(B)/sluice $(B)/xlbench
+bench: $(B)/sluice $(B)/xlbench $(B)/curlfloor
 	@test/bench/run.sh
 
 deps:

@@ -3,7 +3,10 @@
 # count on a noisy machine, where the latency figures are not): nginx and sluice each run under
 # callgrind in front of the same mock, a client sends 1 and then N requests one after another on
 # one keep-alive connection; (Ir(N) - Ir(1)) / (N - 1) is one request, start-up excluded.
-#   test/bench/cgproxy.sh MOCK_PORT SLUICE_BIN LOGDIR [N]   prints nginx.ir= and sluice.ir= lines
+#   test/bench/cgproxy.sh MOCK_PORT SLUICE_BIN LOGDIR [N]   prints nginx.ir=, sluice.ir= and curl.ir=
+# curl.ir is libcurl alone (CURLFLOOR, default build/x86_64/curlfloor: test/bench/curlfloor.c, the
+# same libcurl and allocator, nothing of sluice) doing the same requests: the floor of any
+# gateway whose upstream client is libcurl.
 # (nginx: one worker, no master, proxy_buffering off, upstream keep-alive, as in run.sh).
 set -u
 MOCK_PORT=$1 SLUICE=$2 LOGS=$3 N=${4:-1000}
@@ -104,3 +107,14 @@ SP=$(free_port)
 printf '[server]\nlisten = 127.0.0.1:%s\nmemory = 64M\n[provider.mock]\ntype = openai\nbase_url = http://127.0.0.1:%s/v1\n' \
   "$SP" "$MOCK_PORT" >"$TMP/sluice.ini"
 measure sluice "$SP" "mock/tokens=5" "$SLUICE" -c "$TMP/sluice.ini"
+
+# libcurl alone: not a server, so run directly, 1 and N requests
+CURLFLOOR=${CURLFLOOR:-build/x86_64/curlfloor}
+if [ -x "$CURLFLOOR" ]; then
+  for k in 1 "$N"; do
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/curl.$k.out" "$CURLFLOOR" "$MOCK_PORT" "$k" \
+      >"$LOGS/cgproxy.curl.$k.log" 2>&1 || { echo "cgproxy: curlfloor failed: see $LOGS/cgproxy.curl.$k.log" >&2; exit 0; }
+  done
+  a=$(sed -n 's/^summary: *//p' "$TMP/curl.1.out"); b=$(sed -n 's/^summary: *//p' "$TMP/curl.$N.out")
+  [ -n "$a" ] && [ -n "$b" ] && echo "curl.ir=$(( (b - a) / (N - 1) ))"
+fi

@@ -15,7 +15,9 @@
 #           50 and 1,000 (build/bench/ssebench)
 #   memory  sluice's peak RSS (VmHWM) after the 1,000-stream run (and nginx's for reference)
 #   CPU     instructions per proxied sync request, nginx and sluice each under callgrind
-#           (test/bench/cgproxy.sh): counted, so the same on a noisy machine
+#           (test/bench/cgproxy.sh): counted, so the same on a noisy machine; and libcurl
+#           alone making the same requests (test/bench/curlfloor.c), the floor under sluice's
+#           figure while libcurl is its upstream client
 # and prints one markdown table, with sluice/nginx ratios for the added latency.
 #
 # Nothing is installed here: nginx and wrk are Debian packages (`make deps`, as root). A missing
@@ -449,6 +451,10 @@ if command -v valgrind >/dev/null && [ -x "$SLUICE" ]; then
   while IFS='=' read -r k v; do [ -n "$k" ] && CG[$k]=$v; done < <(test/bench/cgproxy.sh "$MOCK_PORT" "$SLUICE" "$LOGS" "${BENCH_CG_REQUESTS:-1000}" 2>>"$LOGS/cgproxy.err")
   printf '| CPU per proxied sync request (callgrind instructions) | | %s | %s | %s |\n' "${CG[nginx.ir]:-–}" "${CG[sluice.ir]:-–}" \
     "$(awk -v a="${CG[sluice.ir]:-}" -v b="${CG[nginx.ir]:-}" 'BEGIN { if (a == "" || b == "" || b == 0) print "–"; else printf "%.1fx", a / b }')"
+  # libcurl alone making the same requests (test/bench/curlfloor.c): the floor under sluice's
+  # figure, as long as libcurl is the upstream client.
+  printf '| of which the floor: libcurl alone, same requests (callgrind instructions) | | | %s | %s of nginx |\n' "${CG[curl.ir]:-–}" \
+    "$(awk -v a="${CG[curl.ir]:-}" -v b="${CG[nginx.ir]:-}" 'BEGIN { if (a == "" || b == "" || b == 0) print "–"; else printf "%.1fx", a / b }')"
 fi
 echo
 echo "Measured in ${ELAPSED}s. Raw output of every run: $LOGS/. Noisy on few cores: compare ratios, not absolutes."
