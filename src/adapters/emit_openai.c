@@ -122,16 +122,18 @@ identity(struct exchange *x)
 	struct emit_state *e = &x->em;
 	uint64_t v;
 	struct buf created = { e->created, 0, sizeof e->created - 1, sizeof e->created - 1 };
+	time_t now;
 
 	if (e->id[0] != '\0')
 		return;
+	now = time(NULL);
 	if (seed == 0)
-		seed = splitmix64((uint64_t)time(NULL) ^ loop_clock_ms() << 20);
+		seed = splitmix64((uint64_t)now ^ loop_clock_ms() << 20);
 	v = splitmix64(seed + ++seq);
 	memcpy(e->id, "chatcmpl-", 9);
 	u64_hex(e->id + 9, v);
 	e->id[25] = '\0';
-	put_uint(&created, (unsigned long)time(NULL));
+	put_uint(&created, (unsigned long)now);
 	e->created[created.len] = '\0';
 }
 
