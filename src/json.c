@@ -512,27 +512,40 @@ json_skip_end(const char *s, size_t from, size_t len)
 	return skip_ws(s, from, len);
 }
 
-/* Append s as a JSON string, quoted and escaped (control characters as \u00XX). */
+/* Append s as a JSON string, quoted and escaped (control characters as \u00XX). s may be
+ * anything (a provider's body that is not JSON, a message cut short, a client's path): a byte
+ * that does not begin a valid UTF-8 sequence becomes \ufffd, so what is written is always
+ * valid JSON, which strict parsers (ours among them) reject otherwise. */
 int
 json_escape(struct buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
+	const unsigned char *u = (const unsigned char *)s;
 	size_t run = 0;
 	int rc;
 
 	if ((rc = buf_append(b, "\"", 1)) != BUF_OK)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+		unsigned char c = u[i];
 		char esc[6] = { '\\', 0, '0', '0', 0, 0 };
-		size_t elen = 2;
+		size_t elen = 2, l;
 
-		if (c >= 0x20 && c != '"' && c != '\\')
+		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\')
 			continue;
+		if (c >= 0x80 && (l = utf8_len(u, i, n)) > 0) {
+			i += l - 1;
+			continue;
+		}
 		/* Flush the plain run before this character, then its escape. */
 		if ((rc = buf_append(b, s + run, i - run)) != BUF_OK)
 			return rc;
 		run = i + 1;
+		if (c >= 0x80) {
+			if ((rc = buf_append(b, "\\ufffd", 6)) != BUF_OK)
+				return rc;
+			continue;
+		}
 		switch (c) {
 		case '"':  esc[1] = '"'; break;
 		case '\\': esc[1] = '\\'; break;

@@ -492,6 +492,16 @@ test_escape(void)
 		{ "a JSON message",     "say \"hi\"\n\tto {\"x\":1}", 0,
 		  "\"say \\\"hi\\\"\\n\\tto {\\\"x\\\":1}\"" },
 		{ "only the length given", "abc\"def",      3, "\"abc\"" },
+		/* Invalid UTF-8 (a provider's body that is not JSON, a message cut mid-character)
+		 * becomes U+FFFD, one per byte that starts no valid sequence: the output stays JSON. */
+		{ "a stray continuation byte", "a\x80z",     0, "\"a\\ufffdz\"" },
+		{ "0xff",                "\xff",             0, "\"\\ufffd\"" },
+		{ "a lead byte, then ASCII", "g\xc3oogle",   0, "\"g\\ufffdoogle\"" },
+		{ "cut mid-character at the end", "ok \xe6\x97", 0, "\"ok \\ufffd\\ufffd\"" },
+		{ "overlong /",          "\xc0\xaf",         0, "\"\\ufffd\\ufffd\"" },
+		{ "a UTF-16 surrogate",  "\xed\xa0\x80",     0, "\"\\ufffd\\ufffd\\ufffd\"" },
+		{ "past U+10FFFF",       "\xf4\x90\x80\x80", 0, "\"\\ufffd\\ufffd\\ufffd\\ufffd\"" },
+		{ "valid around invalid", "\xc3\xa9\xff\xc3\xa9", 0, "\"\xc3\xa9\\ufffd\xc3\xa9\"" },
 	};
 
 	for (size_t i = 0; i < NELEM(rows); i++) {
@@ -555,7 +565,8 @@ test_escape(void)
 		buf_free(&b);
 	}
 
-	/* Every byte: escaped exactly when JSON requires it (RFC 8259: ", \ and below 0x20). */
+	/* Every byte alone: escaped exactly when JSON requires it (RFC 8259: ", \ and below 0x20);
+	 * from 0x80 on, alone, none is a whole UTF-8 character: U+FFFD. */
 	unit_case("json_escape: every byte value");
 	{
 		struct buf b;
@@ -570,6 +581,8 @@ test_escape(void)
 				wl = (size_t)snprintf(want, sizeof want, "\"\\%c\"", c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
 			else if (c < 0x20)
 				wl = (size_t)snprintf(want, sizeof want, "\"\\u%04x\"", c);
+			else if (c >= 0x80)
+				wl = (size_t)snprintf(want, sizeof want, "\"\\ufffd\"");
 			else {
 				want[0] = '"';
 				want[1] = in;
@@ -600,6 +613,37 @@ test_escape(void)
 		if (CHECKF(json_parse(&j, &a, b.data, b.len) == 1, "'%.*s' does not parse", (int)b.len, b.data))
 			CHECK(j.tok[0].type == JSMN_STRING && json_eq(&j, 0, "q\\\" b\\\\ \\u0001\\n\xc3\xa9"));
 		arena_release(&a);
+		buf_free(&b);
+	}
+
+	/* Whatever the bytes, the output is valid JSON (the strict tokenizer accepts it): random
+	 * strings, most of their bytes from 0x80 on, so that valid and invalid UTF-8 both abound. */
+	unit_case("json_escape: random bytes always give valid JSON");
+	{
+		uint64_t r = 0x243F6A8885A308D3ull;
+		unsigned char in[40];
+		struct buf b;
+		int bad = 0;
+
+		buf_init(&b, 512);
+		for (int k = 0; k < 20000 && bad == 0; k++) {
+			size_t n = (size_t)(k % 40);
+
+			for (size_t i = 0; i < n; i++) {
+				r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+				in[i] = (unsigned char)(r % 3 ? 0x80 | (r >> 8 & 0x7f) : r >> 8);
+			}
+			buf_reset(&b);
+			if (json_escape(&b, (const char *)in, n) != BUF_OK || !json_valid(b.data, b.len)) {
+				char hex[2 * sizeof in + 1];
+
+				for (size_t i = 0; i < n; i++)
+					snprintf(hex + 2 * i, 3, "%02x", in[i]);
+				hex[2 * n] = '\0';
+				bad = 1;
+				CHECKF(0, "string %d (bytes %s): '%.*s' is not valid JSON", k, hex, (int)b.len, b.data);
+			}
+		}
 		buf_free(&b);
 	}
 }

@@ -33,7 +33,8 @@ int  unit_check(int ok, const char *file, int line, const char *fmt, ...)
 	X(ollama) \
 	X(azure) \
 	X(curl_printf) \
-	X(loop)
+	X(loop) \
+	X(adversary)
 
 #define X(name) void suite_##name(void);
 UNIT_SUITES(X)
