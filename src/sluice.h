@@ -418,6 +418,9 @@ struct sse_event {
 	size_t      event_len;
 	const char *data;   /* the joined 'data' lines */
 	size_t      data_len;
+	char       *joined; /* data itself when it joined several lines (their '\n's between them),
+	                     * in the parser's own buffer, which the callback may change in place;
+	                     * else NULL */
 };
 /* Return 0 to go on, nonzero to stop parsing (sse_feed returns that value). */
 typedef int sse_event_fn(void *ud, const struct sse_event *ev);

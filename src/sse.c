@@ -92,12 +92,14 @@ event_reset(struct sse *p)
 static int
 dispatch(struct sse *p, sse_event_fn *fn, void *ud)
 {
-	struct sse_event ev = { p->event, p->event_len, p->data_at, p->data_n };
+	struct sse_event ev = { p->event, p->event_len, p->data_at, p->data_n, NULL };
 	int rc;
 
 	if (ev.data == NULL) {
 		ev.data = p->data.len ? p->data.data : "";
 		ev.data_len = p->data.len;
+		if (p->ndata > 1) /* a second line is always joined in p->data */
+			ev.joined = p->data.data;
 	}
 	rc = fn(ud, &ev);
 	event_reset(p);
@@ -173,7 +175,7 @@ field(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, vo
 		return 0;
 	}
 	if (name == 5 && memcmp(s, "error", 5) == 0) {
-		struct sse_event ev = { "error", 5, v, vn };
+		struct sse_event ev = { "error", 5, v, vn, NULL };
 
 		return vn > p->max_event ? SSE_TOO_LARGE : fn(ud, &ev);
 	}
@@ -185,7 +187,7 @@ field(struct sse *p, const char *s, size_t n, int in_chunk, sse_event_fn *fn, vo
 static int
 ndjson_line(struct sse *p, const char *s, size_t n, sse_event_fn *fn, void *ud)
 {
-	struct sse_event ev = { "", 0, s, n };
+	struct sse_event ev = { "", 0, s, n, NULL };
 	size_t i = 0;
 
 	while (i < n && (s[i] == ' ' || s[i] == '\t'))

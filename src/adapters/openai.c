@@ -186,6 +186,9 @@ stream_event(struct exchange *x, const struct sse_event *ev)
 	if (xc_json(x, &j, ev->data, ev->data_len) <= 0 || j.tok[0].type != JSMN_OBJECT)
 		return xc_fail(x, FAIL_MALFORMED, 502, "upstream_malformed",
 		    "%s sent a stream event that is not a JSON object", x->target->provider->name);
+	if (ev->joined != NULL) /* its '\n's, whitespace between tokens, would end our one data line */
+		for (char *nl = ev->joined; (nl = memchr(nl, '\n', ev->data_len - (size_t)(nl - ev->joined))) != NULL;)
+			*nl++ = ' ';
 	if ((err = json_find(&j, 0, "error")) >= 0 && present(&j, err)) {
 		struct failure f = { .cls = FAIL_PROVIDER };
 		xc_error_message(ev->data, ev->data_len, &f);

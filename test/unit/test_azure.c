@@ -62,6 +62,14 @@ static const struct xanswer answers[] = {
 	  "{\"choices\":[{\"content_filter_results\":{},\"finish_reason\":\"stop\",\"index\":0,\"message\":{\"content\":\"Hi!\","
 	  "\"role\":\"assistant\"}}],\"created\":1727346170,\"id\":\"chatcmpl-AZ2\",\"model\":\"gem\",\"object\":"
 	  "\"chat.completion\",\"prompt_filter_results\":[],\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":9,\"total_tokens\":11}}" },
+	/* An event whose JSON spans three data lines (SSE joins them with '\n'): passed on as one
+	 * data line, the joins as spaces (a raw '\n' would end the line at the client, leaving it
+	 * an empty event and a line of garbage). */
+	{ NULL, "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\ndata: \"finish_reason\":null,\"index\":0}],\n"
+	  "data: \"model\":\"x\"}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}],\"model\":\"x\"}\n\n"
+	  "data: [DONE]\n\n", XH_STREAM_REQ_NO_USAGE, 200, 200,
+	  "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}, \"finish_reason\":null,\"index\":0}], \"model\":\"gem\"}\n\n"
+	  "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}],\"model\":\"gem\"}\n\n" XH_DONE },
 	/* A filtered prompt: Azure's 400 with code content_filter, kept for the client. */
 	{ NULL, "{\"error\":{\"code\":\"content_filter\",\"message\":\"The response was filtered due to the prompt triggering "
 	  "Azure OpenAI's content management policy.\",\"status\":400,\"innererror\":{\"code\":\"ResponsibleAIPolicyViolation\"}}}",

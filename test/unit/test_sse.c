@@ -86,7 +86,11 @@ record(void *ud, const struct sse_event *ev)
 	struct rec *r = ud;
 	uintptr_t d = (uintptr_t)ev->data;
 
-	if (ev->event == NULL || ev->data == NULL || ev->event[ev->event_len] != '\0')
+	/* joined: the data itself exactly when it joined lines, i.e. when it holds a '\n' (one
+	 * line never does). */
+	if (ev->event == NULL || ev->data == NULL || ev->event[ev->event_len] != '\0' ||
+	    (ev->joined != NULL) != (memchr(ev->data, '\n', ev->data_len) != NULL) ||
+	    (ev->joined != NULL && ev->joined != ev->data))
 		render(r, "BAD", 3, "", 0);
 	else
 		render(r, ev->event, ev->event_len, ev->data, ev->data_len);
