@@ -187,7 +187,7 @@ bad_stream(const char *s, size_t n)
 		len = (size_t)(end - p);
 		if (len == 6 && memcmp(p, "[DONE]", 6) == 0)
 			ended = 1;
-		else if (*p != '{' || !json_valid(p, len))
+		else if (p[json_skip_end(p, 0, len)] != '{' || !json_valid(p, len)) /* the provider's own whitespace may lead */
 			return "an event that is not a JSON object";
 		else if (starts(p, len, "{\"error\":") && memmem(p, len, "\"code\":\"stream_interrupted\"", 27) == NULL)
 			return "an error event that is not an interruption";
