@@ -749,6 +749,79 @@ test_files(void)
 	CHECKF(strstr(err_text(), "/nonexistent/sluice.ini: No such file") != NULL, "errors '%s'", err_text());
 }
 
+/* The full config mutated at random (lines dropped, repeated or swapped, values replaced by
+ * junk, bytes changed), 3,000 times: each loads, or fails with every message naming the file;
+ * nothing crashes (ASan, in the san flavour, watches the reads and the frees). */
+static void
+test_mutated(void)
+{
+	static const char *const junk[] = { "", "-1", "0", "99999999999999999999", "1e400", "nan", "0x10", "${", "${X",
+		"${SLUICE_T_UNSET}", "[", "]", "=", ";", " , , ", "a/b/c/d", "oai/", "/x", "\xff\xfe", "1h1h", "3s5",
+		"openai", "gemini", "true", "[model.x]", "http://", "ftp://x" };
+	uint64_t r = 0x6A09E667F3BCC908ull;
+	char *text = malloc(2 * sizeof full_text + 4096), *lines[128];
+	int bad = 0, loaded = 0, refused = 0;
+
+	unit_case("config: the full config mutated 3,000 ways loads or names its file in every error");
+	if (text == NULL)
+		abort();
+	for (int k = 0; k < 3000 && !bad; k++) {
+		char *copy = strdup(full_text), *save = NULL;
+		int n = 0;
+		struct config *cfg;
+
+		if (copy == NULL)
+			abort();
+		for (char *l = strtok_r(copy, "\n", &save); l != NULL && n < 128; l = strtok_r(NULL, "\n", &save))
+			lines[n++] = l;
+		text[0] = '\0';
+		for (int m = 0; m < 1 + k % 3; m++) {
+			int i = (int)((r = r * 6364136223846793005ull + 1442695040888963407ull) >> 33) % n, j = (int)(r >> 50) % n;
+			char *t;
+
+			switch (r >> 61) {
+			case 0: lines[i] = ""; break;                         /* dropped */
+			case 1: lines[i] = lines[j]; break;                   /* another line repeated */
+			case 2: t = lines[i], lines[i] = lines[j], lines[j] = t; break;
+			case 3: lines[i] = (char *)junk[(r >> 40) % NELEM(junk)]; break;
+			default: break;                                       /* a value replaced, below */
+			}
+			if (r >> 61 >= 4 && strchr(lines[i], '=') != NULL) {
+				static char lv[8][256];
+
+				snprintf(lv[m], sizeof lv[m], "%.*s= %s", (int)(strchr(lines[i], '=') - lines[i]), lines[i],
+				    junk[(r >> 40) % NELEM(junk)]);
+				lines[i] = lv[m];
+			}
+		}
+		for (int i = 0; i < n; i++) {
+			strcat(text, lines[i]);
+			strcat(text, "\n");
+		}
+		if ((cfg = load(text)) != NULL) {
+			FILE *null = fopen("/dev/null", "w");
+
+			loaded++;
+			if (null != NULL) {
+				config_summary(cfg, null);
+				fclose(null);
+			}
+			config_free(cfg);
+		} else if (refused++, errs.len == 0 || strncmp(err_text(), "t.ini:", 6) != 0) {
+			bad = !CHECKF(0, "mutation %d: no error, or one not naming the file: '%s'\n%s", k, err_text(), text);
+		} else {
+			for (const char *e = err_text(); (e = strchr(e, '\n')) != NULL && e[1] != '\0'; e++)
+				if (strncmp(e + 1, "t.ini:", 6) != 0 && strncmp(e + 1, "  ", 2) != 0) {
+					bad = !CHECKF(0, "mutation %d: an error not naming the file: '%s'", k, err_text());
+					break;
+				}
+		}
+		free(copy);
+	}
+	free(text);
+	CHECKF(bad || (loaded > 100 && refused > 100), "%d loaded, %d refused: the mutations should give both", loaded, refused);
+}
+
 void
 suite_config(void)
 {
@@ -769,6 +842,7 @@ suite_config(void)
 	test_error_order_and_cap();
 	test_embedded_default();
 	test_files();
+	test_mutated();
 	buf_free(&errs);
 	if (mine)
 		mem_shutdown();
