@@ -453,7 +453,7 @@ if command -v valgrind >/dev/null && [ -x "$SLUICE" ]; then
     "$(awk -v a="${CG[sluice.ir]:-}" -v b="${CG[nginx.ir]:-}" 'BEGIN { if (a == "" || b == "" || b == 0) print "–"; else printf "%.1fx", a / b }')"
   # libcurl alone making the same requests (test/bench/curlfloor.c): the floor under sluice's
   # figure, as long as libcurl is the upstream client.
-  printf '| libcurl alone making the same requests, the floor under sluice's figure (callgrind instructions) | | | %s | %s of nginx |\n' "${CG[curl.ir]:-–}" \
+  printf '| libcurl alone making the same requests, the floor under the sluice figure (callgrind instructions) | | | %s | %s of nginx |\n' "${CG[curl.ir]:-–}" \
     "$(awk -v a="${CG[curl.ir]:-}" -v b="${CG[nginx.ir]:-}" 'BEGIN { if (a == "" || b == "" || b == 0) print "–"; else printf "%.1fx", a / b }')"
 fi
 echo
