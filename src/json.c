@@ -137,19 +137,29 @@ scan_digits(const char *s, size_t i, size_t n)
 	return i;
 }
 
+/* The four bytes at p are w's. */
+static inline __attribute__((always_inline)) int
+word4_is(const char *p, const char *w)
+{
+	uint32_t a, b;
+
+	memcpy(&a, p, 4);
+	memcpy(&b, w, 4);
+	return a == b;
+}
+
 /* A number or literal starting at s[i]: the index after it, or 0 if invalid. */
 static size_t
 scan_scalar(const char *s, size_t i, size_t n)
 {
-	static const char *const lits[] = { "true", "false", "null" };
 	size_t d;
 
 	if (s[i] >= 'f') { /* literals all start with a letter from f on; a number never does */
-		for (size_t k = 0; k < NELEM(lits); k++) {
-			size_t l = strlen(lits[k]);
-			if (n - i >= l && memcmp(s + i, lits[k], l) == 0)
-				return i + l;
-		}
+		size_t l = s[i] == 'f' ? 5 : 4; /* false; true, null */
+
+		if (n - i >= l && ((s[i] == 'n' && word4_is(s + i, "null")) || (s[i] == 't' && word4_is(s + i, "true")) ||
+		    (s[i] == 'f' && word4_is(s + i + 1, "alse"))))
+			return i + l;
 		return 0;
 	}
 	if (s[i] == '-')
@@ -473,7 +483,7 @@ json_fields(const struct json *j, int obj, const struct json_key *keys, int nkey
 	int left = nkeys;
 
 	for (int k = 0; k < nkeys; k++)
-		vals[k] = -1, lens |= 1ull << (keys[k].n & 63);
+		vals[k] = -1, lens |= keys[k].bit;
 	if (obj < 0 || obj >= j->ntok || j->tok[obj].type != JSMN_OBJECT)
 		return;
 	for (int m = j->tok[obj].size, i = obj + 1; m > 0 && i + 1 < j->ntok; m--, i = skip(j, i + 1)) {

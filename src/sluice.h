@@ -551,8 +551,9 @@ int  json_eqn(const struct json *j, int i, const char *s, size_t n);
 struct json_key {
 	const char *s;
 	size_t      n;
+	uint64_t    bit; /* 1 << (n mod 64), json_fields' filter on lengths: made when compiled */
 };
-#define JSON_KEY(lit) { lit, sizeof lit - 1 }
+#define JSON_KEY(lit) { lit, sizeof lit - 1, 1ull << ((sizeof lit - 1) & 63) }
 void json_fields(const struct json *j, int obj, const struct json_key *keys, int nkeys, int *vals);
 /* Keys are literals: inline, their lengths are known when compiled. */
 static inline __attribute__((always_inline)) int json_find(const struct json *j, int obj, const char *key) { return json_findn(j, obj, key, strlen(key)); }

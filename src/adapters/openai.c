@@ -122,10 +122,15 @@ read_usage(struct exchange *x, const struct json *j, int u)
 	    xl_count(j, json_find(j, details, "cached_tokens")));
 }
 
-/* What a chunk carries: content (commits), a finish, or only usage. */
+/* What a chunk carries: content (commits), a finish, or only usage. Each object's fields are
+ * read in one walk over its keys. */
 static unsigned
 chunk_flags(const struct json *j, int choices)
 {
+	static const struct json_key choice_keys[] = { JSON_KEY("delta"), JSON_KEY("finish_reason") };
+	enum { D_CONTENT, D_TOOL_CALLS, D_REASONING_CONTENT, D_REASONING, D_REFUSAL, D_FUNCTION_CALL, D_N };
+	static const struct json_key delta_keys[D_N] = { JSON_KEY("content"), JSON_KEY("tool_calls"),
+	    JSON_KEY("reasoning_content"), JSON_KEY("reasoning"), JSON_KEY("refusal"), JSON_KEY("function_call") };
 	unsigned flags = 0;
 	int c;
 
@@ -135,24 +140,25 @@ chunk_flags(const struct json *j, int choices)
 		return CHUNK_USAGE_ONLY;
 	c = choices + 1;
 	for (int k = 0; k < j->tok[choices].size; k++, c = json_skip(j, c)) {
-		int d = json_find(j, c, "delta");
+		int cv[NELEM(choice_keys)], d[D_N];
 
-		if (present(j, json_find(j, c, "finish_reason")))
+		json_fields(j, c, choice_keys, NELEM(choice_keys), cv);
+		if (present(j, cv[1]))
 			flags |= CHUNK_FINISH;
-		if (nonempty_string(j, json_find(j, d, "content")) || present(j, json_find(j, d, "tool_calls")) ||
-		    nonempty_string(j, json_find(j, d, "reasoning_content")) ||
-		    nonempty_string(j, json_find(j, d, "reasoning")) || nonempty_string(j, json_find(j, d, "refusal")) ||
-		    present(j, json_find(j, d, "function_call")))
+		json_fields(j, cv[0], delta_keys, D_N, d);
+		if (nonempty_string(j, d[D_CONTENT]) || present(j, d[D_TOOL_CALLS]) ||
+		    nonempty_string(j, d[D_REASONING_CONTENT]) || nonempty_string(j, d[D_REASONING]) ||
+		    nonempty_string(j, d[D_REFUSAL]) || present(j, d[D_FUNCTION_CALL]))
 			flags |= CHUNK_CONTENT;
 	}
 	return flags;
 }
 
-/* The chunk's bytes with `model` rewritten: up to three parts, nothing copied. */
+/* The chunk's bytes with the value m of `model` (-1: none) rewritten: up to three parts,
+ * nothing copied. */
 static int
-rewrite_model(struct exchange *x, const struct json *j, const char *p, size_t n, struct iovec v[3])
+rewrite_model(struct exchange *x, const struct json *j, int m, const char *p, size_t n, struct iovec v[3])
 {
-	int m = json_find(j, 0, "model");
 	size_t from, to;
 
 	if (m < 0) {
@@ -171,12 +177,24 @@ rewrite_model(struct exchange *x, const struct json *j, const char *p, size_t n,
 	return 3;
 }
 
+/* A chunk's or an answer's top-level fields, in one walk. */
+enum { TOP_ERROR, TOP_USAGE, TOP_CHOICES, TOP_MODEL, TOP_N };
+
+static void
+top_fields(const struct json *j, int *v)
+{
+	static const struct json_key keys[TOP_N] = { JSON_KEY("error"), JSON_KEY("usage"), JSON_KEY("choices"),
+	    JSON_KEY("model") };
+
+	json_fields(j, 0, keys, TOP_N, v);
+}
+
 static int
 stream_event(struct exchange *x, const struct sse_event *ev)
 {
 	struct iovec v[3];
 	struct json j;
-	int err, u, nv;
+	int top[TOP_N], nv;
 	unsigned flags;
 
 	if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
@@ -189,17 +207,17 @@ stream_event(struct exchange *x, const struct sse_event *ev)
 	if (ev->joined != NULL) /* its '\n's, whitespace between tokens, would end our one data line */
 		for (char *nl = ev->joined; (nl = memchr(nl, '\n', ev->data_len - (size_t)(nl - ev->joined))) != NULL;)
 			*nl++ = ' ';
-	if ((err = json_find(&j, 0, "error")) >= 0 && present(&j, err)) {
+	top_fields(&j, top);
+	if (present(&j, top[TOP_ERROR])) {
 		struct failure f = { .cls = FAIL_PROVIDER };
 		xc_error_message(ev->data, ev->data_len, &f);
 		return xc_fail(x, FAIL_PROVIDER, 502, "upstream_error", "%s: %s", x->target->provider->name, f.msg);
 	}
-	if ((u = json_find(&j, 0, "usage")) >= 0)
-		read_usage(x, &j, u);
-	flags = chunk_flags(&j, json_find(&j, 0, "choices"));
-	if ((flags & CHUNK_USAGE_ONLY) && !present(&j, u))
+	read_usage(x, &j, top[TOP_USAGE]);
+	flags = chunk_flags(&j, top[TOP_CHOICES]);
+	if ((flags & CHUNK_USAGE_ONLY) && !present(&j, top[TOP_USAGE]))
 		flags = 0; /* Azure's first chunk: no choices, no usage, content-filter results */
-	nv = rewrite_model(x, &j, ev->data, ev->data_len, v);
+	nv = rewrite_model(x, &j, top[TOP_MODEL], ev->data, ev->data_len, v);
 	return xc_chunk(x, v, nv, flags);
 }
 
@@ -208,17 +226,19 @@ response(struct exchange *x, const char *p, size_t n)
 {
 	struct iovec v[3];
 	struct json j;
+	int top[TOP_N];
 
 	if (xc_json(x, &j, p, n) <= 0 || j.tok[0].type != JSMN_OBJECT)
 		return xc_fail(x, FAIL_MALFORMED, 502, "upstream_malformed",
 		    "%s answered with something that is not a JSON object", x->target->provider->name);
-	if (present(&j, json_find(&j, 0, "error"))) {
+	top_fields(&j, top);
+	if (present(&j, top[TOP_ERROR])) {
 		struct failure f;
 		xc_error_message(p, n, &f);
 		return xc_fail(x, FAIL_PROVIDER, 502, "upstream_error", "%s: %s", x->target->provider->name, f.msg);
 	}
-	read_usage(x, &j, json_find(&j, 0, "usage"));
-	return xc_body(x, v, rewrite_model(x, &j, p, n, v));
+	read_usage(x, &j, top[TOP_USAGE]);
+	return xc_body(x, v, rewrite_model(x, &j, top[TOP_MODEL], p, n, v));
 }
 
 const struct adapter adapter_openai = {

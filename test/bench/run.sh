@@ -481,7 +481,7 @@ if [ -x "$XLBENCH" ]; then
     say "xlbench failed: see $LOGS/xlbench.log"
   fi
   if command -v valgrind >/dev/null; then
-    for m in anthropic gemini; do
+    for m in anthropic gemini openai; do
       for k in 1 "$XL_ITERS"; do
         valgrind --tool=callgrind --callgrind-out-file="$LOGS/callgrind.$m.$k.out" "$XLBENCH" "$m" "$k" \
           >"$LOGS/callgrind.$m.$k.kv" 2>"$LOGS/callgrind.$m.$k.log" || say "callgrind $m $k failed: see $LOGS/callgrind.$m.$k.log"
@@ -532,5 +532,6 @@ if [ -x "$XLBENCH" ]; then
   echo "|---|---|---|---|---|---|---|---|"
   xl_row anthropic
   xl_row gemini
+  xl_row openai
 fi
 exit 0

@@ -3,11 +3,12 @@
  * replayed through a real exchange (exchange_prepare / exchange_upstream_head / exchange_feed /
  * exchange_upstream_done, no loop, no libcurl), into a sink that only counts what it is given.
  *
- *   xlbench                      time both adapters: key=value lines (ns per event, …)
- *   xlbench anthropic|gemini N   N iterations of one adapter, then its key=value lines — for
+ *   xlbench                      time every adapter: key=value lines (ns per event, …)
+ *   xlbench anthropic|gemini|openai N
+ *                                N iterations of one adapter, then its key=value lines — for
  *                                valgrind --tool=callgrind: Ir(N) − Ir(1) over (N−1) × events
  *                                is the cost per event, start-up excluded
- *   xlbench anthropic-mid|gemini-mid N
+ *   xlbench anthropic-mid|gemini-mid|openai-mid N
  *                                one exchange of the adapter's text stream with its first content
  *                                event fed N times: a long stream's middle. Ir(N+1) − Ir(1) over
  *                                N is what one more content event costs once the stream runs
@@ -108,6 +109,11 @@ static struct bench benches[] = {
 	  .model = "claude-sonnet-4-5", .files = { "anthropic_stream_text.sse", "anthropic_stream_tool_use.sse" }, .mid = 3 },
 	{ .name = "gemini", .label = "Gemini → OpenAI", .adapter = &adapter_gemini, .type = PROVIDER_GEMINI,
 	  .model = "gemini-2.5-flash", .files = { "gemini_stream_text.sse", "gemini_stream_function_call.sse" }, .mid = 0 },
+	/* Not a translation: the OpenAI-compatible pass-through (checked, model rewritten), for
+	 * comparison, and the path most providers take. */
+	{ .name = "openai", .label = "OpenAI pass-through", .adapter = &adapter_openai, .type = PROVIDER_OPENAI,
+	  .model = "gpt-4o-mini", .files = { "openai_chat_stream_text.sse", "openai_chat_stream_parallel_tool_calls.sse" },
+	  .mid = 1 },
 };
 
 static void
@@ -350,7 +356,7 @@ main(int argc, char **argv)
 		iters = strtol(argv[2], NULL, 10);
 	}
 	if (argc != 1 && (only == NULL || iters < 1)) {
-		fprintf(stderr, "usage: xlbench [anthropic|gemini ITERATIONS | anthropic-mid|gemini-mid EVENTS]\n");
+		fprintf(stderr, "usage: xlbench [NAME ITERATIONS | NAME-mid EVENTS] (NAME: anthropic, gemini, openai)\n");
 		return 2;
 	}
 	if (mem_init(64u << 20, err, sizeof err) != 0)
