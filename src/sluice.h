@@ -548,7 +548,7 @@ int  json_parse_buf(struct json *j, struct buf *store, const char *src, size_t l
 int  json_findn(const struct json *j, int obj, const char *key, size_t n); /* value token, or -1 */
 int  json_skip(const struct json *j, int i);                      /* index after token i's subtree */
 int  json_eqn(const struct json *j, int i, const char *s, size_t n);
-struct json_key {
+struct json_key { /* made with JSON_KEY only: a key without its bit is never matched */
 	const char *s;
 	size_t      n;
 	uint64_t    bit; /* 1 << (n mod 64), json_fields' filter on lengths: made when compiled */

@@ -517,6 +517,7 @@ fi
 xl_row() { # NAME
   local m=$1 ir=${XL[$1.ir_mid]:-} verdict=
   [ -n "$ir" ] && { [ "$ir" -lt 5000 ] && verdict="under the 5,000 target" || verdict="**over** the 5,000 target"; }
+  [ "$m" = openai ] && verdict="(not a translation)"
   printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${XL[$m.label]:-$m}" \
     "${XL[$m.ns_mid]:-–} / ${ir:-${XL[skip]:-–}} (${XL[$m.mid_bytes]:-–} B)" "${verdict:-–}" \
     "${XL[$m.ns_per_event]:-–} / ${XL[$m.ir_per_event]:-–}" "${XL[$m.ir_stream]:-–}" \

@@ -50,8 +50,10 @@ count_write(void *o, const struct iovec *parts, int nparts)
 {
 	struct count *c = o;
 
-	const struct iovec *last = &parts[nparts - 1];
+	const struct iovec *last = &parts[nparts > 0 ? nparts - 1 : 0];
 
+	if (nparts <= 0)
+		return 0;
 	for (int i = 0; i < nparts; i++)
 		c->bytes += parts[i].iov_len;
 	/* Only the last part's end is kept: the sink should cost next to nothing, since what is

@@ -3,11 +3,12 @@ changed — sent through the real binary to every provider type (openai, anthrop
 azure; the mock speaks each dialect). Whatever the request, the client gets one clean answer: a
 completion, a stream ending in [DONE] or in an interruption event, or an error in OpenAI's
 envelope with a 4xx/5xx status. Nothing hangs, the server stays up, and the same requests sent
-again leave the memory in use exactly where the first pass left it. Deterministic (a fixed seed): a failure names the request.
+again leave the memory in use where the first pass left it. Deterministic (a fixed seed): a failure names the request.
 MUTATED_RUNS (per provider type) and MUTATED_SEED (environment) run more, or other, when hunting."""
 import json
 import os
 import random
+import time
 
 from harness import Mock, Server, check, fail, memory_in_use, read_sse
 
@@ -104,6 +105,19 @@ def mutate(rng, base, model):
     return text, "; ".join(what) or "no change"
 
 
+def settled_memory(s):
+    """/healthz memory in use once two readings agree: the last client's close may still be on
+    its way when the first is taken."""
+    last = memory_in_use(s)
+    for _ in range(40):
+        time.sleep(0.05)
+        now = memory_in_use(s)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def check_answer(r, what):
     if r.end in ("timeout", "closed"):
         fail(f"{what}: the answer {r.end} ({r.describe()})")
@@ -163,12 +177,14 @@ def test_mutated_requests_get_clean_answers_from_every_provider_type():
             for body, what in reqs:
                 st = ask(body, what)
                 statuses[st] = statuses.get(st, 0) + 1
-            after_one = memory_in_use(s)
+            after_one = settled_memory(s)
             for body, what in reqs:
                 ask(body, "again: " + what)
             check(s.alive(), f"the server died after {2 * len(reqs)} mutated requests")
             check(statuses.get(200, 0) > 0 and sum(v for st, v in statuses.items() if st >= 400) > 0,
                   f"the mutations should give both answers and errors: {statuses}")
-            after_two = memory_in_use(s)
-            check(after_two == after_one, f"memory in use {after_two} after the same {len(reqs)} mutated requests "
-                  f"a second time, {after_one} after the first (answers by status: {statuses})")
+            after_two = settled_memory(s)
+            # Within 2 KiB: a pooled connection the provider or libcurl closed meanwhile (a slow,
+            # loaded run) is tens of bytes; a leak of one block per request would be over 4 KiB.
+            check(abs(after_two - after_one) < 2048, f"memory in use {after_two} after the same {len(reqs)} mutated "
+                  f"requests a second time, {after_one} after the first (answers by status: {statuses})")

@@ -1,7 +1,8 @@
 /*
  * test_adversary.c — a provider that misbehaves in every way a byte can: each recorded stream
  * and answer of test/fixtures, mutated at random (bytes changed, structural characters and bad
- * UTF-8 put in, ranges cut out or repeated, whole lines repeated, the end cut off), replayed
+ * UTF-8 put in, ranges cut out or repeated, whole lines repeated, an event's JSON split over two
+ * data lines, the end cut off), replayed
  * through its adapter fed whole, cut in two or a few bytes at a time. Whatever comes in, the
  * client must get one well-formed answer: a stream of `data: {json}` events ending in exactly
  * one `[DONE]` or one interruption event and nothing after it, one JSON object, or an error
@@ -100,7 +101,7 @@ mutate(char *t, size_t *n, size_t cap, uint64_t *rng, char *what, size_t whatlen
 	size_t at = below(rng, *n), k;
 	const char *b;
 
-	switch (below(rng, 7)) {
+	switch (below(rng, 8)) {
 	case 0:
 		t[at] = (char)below(rng, 256);
 		snprintf(what, whatlen, "byte %zu set to 0x%02x", at, (unsigned char)t[at]);
@@ -135,6 +136,14 @@ mutate(char *t, size_t *n, size_t cap, uint64_t *rng, char *what, size_t whatlen
 		b = bad_utf8[below(rng, NELEM(bad_utf8))];
 		insert_at(t, n, cap, at, b, strlen(b));
 		snprintf(what, whatlen, "bad UTF-8 put in at %zu", at);
+		break;
+	case 7: /* an event's JSON split over two data lines after a ',' or ':' at or past at (the
+	         * joined data stays valid JSON: SSE joins the lines with a '\n') */
+		while (at < *n && t[at] != ',' && t[at] != ':')
+			at++;
+		if (at < *n)
+			insert_at(t, n, cap, at + 1, "\ndata: ", 7);
+		snprintf(what, whatlen, "data line split after %zu", at);
 		break;
 	default: { /* the line around at, repeated: an event twice */
 		size_t s = at, e = at;
@@ -185,6 +194,8 @@ bad_stream(const char *s, size_t n)
 		if ((end = memmem(p, n - (size_t)(p - s), "\n\n", 2)) == NULL)
 			return "an event without its blank line";
 		len = (size_t)(end - p);
+		if (memchr(p, '\n', len) != NULL || memchr(p, '\r', len) != NULL)
+			return "an event on more than one line"; /* JSON allows the '\n', SSE ends the line */
 		if (len == 6 && memcmp(p, "[DONE]", 6) == 0)
 			ended = 1;
 		else if (p[json_skip_end(p, 0, len)] != '{' || !json_valid(p, len)) /* the provider's own whitespace may lead */
@@ -211,7 +222,7 @@ bad_answer(const struct xh *h, int stream)
 	if (!json_valid(s, c->len))
 		return "a body that is not JSON";
 	if (c->status == 200) /* translated, or an OpenAI-compatible provider's own, passed on */
-		return *s == '{' ? NULL : "a 200 that is not a JSON object";
+		return s[json_skip_end(s, 0, c->len)] == '{' ? NULL : "a 200 that is not a JSON object";
 	if (c->status < 400 || c->status > 599)
 		return "an error status outside 4xx/5xx";
 	return starts(s, c->len, "{\"error\":{\"message\":\"") ? NULL : "an error outside OpenAI's envelope";
