@@ -8,6 +8,7 @@
 #include <string.h>
 #include "sluice.h"
 #include "unit.h"
+#include "xharness.h"
 
 #define MH 8192     /* the max_header of most rows */
 #define MB (1 << 20) /* the max_body of most rows */
@@ -766,6 +767,145 @@ test_span_eq(void)
 	}
 }
 
+/* Requests mutated at random (bytes changed, CR, LF, ':' or a space put in, ranges cut out or
+ * repeated, lines repeated, the end cut off), fed whole, in two pieces or a few bytes at a time,
+ * 4,000 times: each parse ends needing more bytes, or with one request whose spans all lie in
+ * what was read and which never has both a length and chunked framing, or with an error status
+ * of 400, 413, 431 or 503 and its code. Pipelined requests are parsed one after another. */
+static int
+span_in(struct span s, size_t end)
+{
+	return (size_t)s.off + s.len <= end;
+}
+
+static const char *
+bad_request_result(const struct http_req *r, int rc, size_t pos, size_t have)
+{
+	if (pos > have)
+		return "pos past the bytes read";
+	if (rc == -1)
+		return (r->err_status == 400 || r->err_status == 413 || r->err_status == 431 || r->err_status == 503) &&
+		    r->err_code != NULL && r->err_msg != NULL ? NULL : "an error without its status, code or message";
+	if (rc != REQ_DONE)
+		return rc == 0 ? NULL : "an unknown result";
+	if (!span_in(r->target, pos) || r->target.len == 0)
+		return "a target outside the request";
+	for (int i = 0; i < r->nheaders; i++)
+		if (!span_in(r->headers[i].name, pos) || !span_in(r->headers[i].value, pos))
+			return "a header outside the request";
+	if (r->chunked && r->has_length)
+		return "both Content-Length and chunked (a smuggling shape)";
+	if (r->body.len > r->max_body || (r->has_length && r->body.len != r->content_length))
+		return "a body not as framed";
+	return NULL;
+}
+
+/* One mutation of buf[0..*n), room for cap bytes. */
+static void
+mutate_request(char *buf, size_t *n, size_t cap, uint64_t *rng)
+{
+	static const char inserts[] = "\r\n: \t0-;";
+	size_t at, len;
+
+	*rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+	at = (size_t)(*rng >> 33) % *n;
+	len = 1 + (size_t)(*rng >> 20) % 12;
+	len = len > *n - at ? *n - at : len;
+	switch (*rng >> 61) {
+	case 0: /* a byte changed */
+		buf[at] = (char)(*rng >> 8);
+		break;
+	case 1: /* a byte made CR, LF, ':', a space, a tab, '0', '-' or ';' */
+		buf[at] = inserts[(*rng >> 12) % (sizeof inserts - 1)];
+		break;
+	case 2: /* a CR or LF put in */
+		if (*n < cap) {
+			memmove(buf + at + 1, buf + at, *n - at);
+			buf[at] = inserts[(*rng >> 12) % 2];
+			++*n;
+		}
+		break;
+	case 3: /* bytes cut out */
+		memmove(buf + at, buf + at + len, *n - at - len);
+		*n -= len;
+		break;
+	case 4: /* bytes repeated */
+		if (*n + len <= cap) {
+			memmove(buf + at + len, buf + at, *n - at);
+			*n += len;
+		}
+		break;
+	case 5: /* the end cut off */
+		*n = at;
+		break;
+	default: /* a byte changed to ASCII */
+		buf[at] = (char)((*rng >> 8) & 0x7f);
+		break;
+	}
+}
+
+static void
+test_mutated(void)
+{
+	static const char *const bases[] = {
+		"GET /healthz HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+		"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+		"Content-Length: 16\r\nAuthorization: Bearer k\r\n\r\n{\"model\":\"m\"}  ",
+		"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"5\r\n{\"a\":\r\n3;ext=1\r\n1}\n\r\n0\r\nX-Trailer: t\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+		"GET /c HTTP/1.0\r\n\r\n",
+	};
+	uint64_t rng = 0xC0FFEE123456789ull;
+	char *buf = malloc(4096), *store = malloc(4096);
+	int bad = 0, done = 0, refused = 0;
+
+	unit_case("http_parse: 4,000 mutated requests end in a request, an error, or a need for more");
+	if (buf == NULL || store == NULL)
+		abort();
+	for (int k = 0; k < 4000 && !bad; k++) {
+		const char *base = bases[k % NELEM(bases)], *why = NULL;
+		size_t n = strlen(base), have = 0, pos = 0, step;
+		int muts = 1 + k % 3, rc = 0, requests = 0;
+		struct http_req r;
+
+		memcpy(buf, base, n);
+		for (int m = 0; m < muts && n > 0; m++)
+			mutate_request(buf, &n, 4000, &rng);
+		step = k % 3 == 0 ? n : k % 3 == 1 ? 1 + (size_t)(rng >> 40) % 7 : (n + 1) / 2;
+		http_req_init(&r, 2048, 4096);
+		while (have < n && !why) {
+			size_t more = step < n - have ? step : n - have;
+
+			memcpy(store + have, buf + have, more);
+			have += more;
+			for (;;) {
+				rc = http_parse(&r, store, have, &pos);
+				if ((why = bad_request_result(&r, rc, pos, have)) != NULL || rc != REQ_DONE)
+					break;
+				done++;
+				if (++requests > 8) {
+					why = "more requests than were sent";
+					break;
+				}
+				http_req_next(&r);
+			}
+			if (rc == -1) {
+				refused++;
+				break;
+			}
+		}
+		if (why != NULL)
+			bad = !CHECKF(0, "mutation %d (step %zu): %s (rc %d, pos %zu of %zu): %s", k, step, why, rc, pos, have,
+			    xh_printable(buf, n));
+		http_req_free(&r);
+	}
+	free(buf);
+	free(store);
+	CHECKF(bad || (done > 1000 && refused > 1000), "%d requests parsed, %d refused: the mutations should give both",
+	    done, refused);
+}
+
 void
 suite_http(void)
 {
@@ -791,6 +931,7 @@ suite_http(void)
 	test_pipelining();
 	test_status_text();
 	test_span_eq();
+	test_mutated();
 
 	unit_case("no memory left in use");
 	mem_get_stats(&st);
