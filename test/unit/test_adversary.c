@@ -7,7 +7,9 @@
  * client must get one well-formed answer: a stream of `data: {json}` events ending in exactly
  * one `[DONE]` or one interruption event and nothing after it, one JSON object, or an error
  * in OpenAI's envelope with a 4xx/5xx status; the sink ended once; every byte of memory given
- * back. Under the san flavour, ASan and UBSan watch every run.
+ * back. And the other way: rich client requests with one value replaced by one of the wrong type
+ * (3,000 of them), encoded for each provider type: a body that is JSON, or a refusal with a
+ * message and a 4xx/5xx. Under the san flavour, ASan and UBSan watch every run.
  *
  * Deterministic: a fixed seed per fixture, so a failure names the run that reproduces it.
  * ADVERSARY_RUNS and ADVERSARY_SEED (environment) run more, or other, mutations when hunting.
@@ -273,6 +275,109 @@ run_fixture(const struct fixture *f, size_t base, int runs, uint64_t seed)
 	free(src);
 }
 
+/* ---- requests: type confusion in what the adapters translate ---- */
+
+/* Rich client requests (system and developer messages, images, tool calls and results, tools,
+ * tool_choice, response_format, stop, sampling): the value of one token replaced at a time. */
+static const char *const requests[] = {
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\","
+	"\"content\":\"hi\"}],\"temperature\":0.2,\"top_p\":0.9,\"max_tokens\":50,\"stop\":[\"\\n\\n\"],\"stream\":true}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"what?\"},"
+	"{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0KGgo=\"}},{\"type\":\"image_url\","
+	"\"image_url\":{\"url\":\"https://e.x/a.png\",\"detail\":\"low\"}}]},{\"role\":\"assistant\",\"content\":null,"
+	"\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"w\",\"arguments\":"
+	"\"{\\\"c\\\":1}\"}},{\"id\":\"call_2\",\"type\":\"function\",\"function\":{\"name\":\"v\",\"arguments\":\"{}\"}}]},"
+	"{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"sunny\"},{\"role\":\"tool\",\"tool_call_id\":"
+	"\"call_2\",\"content\":[{\"type\":\"text\",\"text\":\"ok\"}]},{\"role\":\"user\",\"content\":\"thanks\"}],"
+	"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"w\",\"description\":\"d\",\"parameters\":"
+	"{\"type\":\"object\",\"properties\":{\"c\":{\"type\":\"integer\"}}}}}],\"tool_choice\":{\"type\":\"function\","
+	"\"function\":{\"name\":\"w\"}},\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"JSON\"}]},"
+	"{\"role\":\"user\",\"content\":\"n\"}],\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+	"{\"name\":\"s\",\"schema\":{\"type\":\"object\"}}},\"max_completion_tokens\":20,\"seed\":7,\"tool_choice\":"
+	"\"required\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"n\":1}",
+};
+
+static const char *const odd_values[] = { "null", "true", "0", "-1", "1e999", "-0.0", "\"\"", "\"x\"", "[]", "{}", "[[]]",
+	"{\"a\":{}}", "[null,1,\"two\"]", "\"\\ud800\"", "\"\\u0000\"", "18446744073709551617", "{\"type\":\"text\"}",
+	"[{\"type\":\"image_url\"}]", "{\"url\":5}", "\"assistant\"", "\"tool\"", "\"function\"" };
+
+static const struct {
+	const struct adapter *adapter;
+	enum provider_type    type;
+} encoders[] = {
+	{ &adapter_openai, PROVIDER_OPENAI }, { &adapter_anthropic, PROVIDER_ANTHROPIC },
+	{ &adapter_gemini, PROVIDER_GEMINI }, { &adapter_ollama, PROVIDER_OLLAMA }, { &adapter_azure, PROVIDER_AZURE },
+};
+
+/* base with the value token t (not a key) of its parse replaced by v, into out. */
+static void
+splice(const char *base, const struct json *j, int t, const char *v, char *out, size_t cap)
+{
+	const jsmntok_t *k = &j->tok[t];
+	int from = k->type == JSMN_STRING ? k->start - 1 : k->start, to = k->type == JSMN_STRING ? k->end + 1 : k->end;
+
+	snprintf(out, cap, "%.*s%s%s", from, base, v, base + to);
+}
+
+static void
+run_requests(size_t base_in_use, int runs, uint64_t seed)
+{
+	uint64_t rng = seed ^ 0xA5A5A5A5ull;
+	char *out = malloc(8192);
+	int bad = 0, encoded = 0, refused = 0;
+
+	unit_case("adversary: %d client requests with one value of the wrong type, encoded for each provider", runs);
+	if (out == NULL)
+		abort();
+	for (int run = 0; run < runs && !bad; run++) {
+		const char *base = requests[run % NELEM(requests)];
+		struct arena a;
+		struct json j;
+		int t, n, e = (int)below(&rng, NELEM(encoders));
+		const char *v = odd_values[below(&rng, NELEM(odd_values))];
+		char *url, *headers, *body;
+		struct xh h;
+
+		arena_init(&a);
+		if ((n = json_parse(&j, &a, base, strlen(base))) <= 0) {
+			bad = !CHECKF(0, "request %d does not parse", run % (int)NELEM(requests));
+			arena_release(&a);
+			break;
+		}
+		do /* a value: the top-level object, or a token whose parent is not an object (a key) */
+			t = (int)below(&rng, (size_t)n);
+		while (t > 0 && j.tok[j.tok[t].parent].type == JSMN_OBJECT);
+		splice(base, &j, t, v, out, 8192);
+		arena_release(&a);
+		if (xh_setup(&h, encoders[e].adapter, encoders[e].type, "prov", "model-x", out) < 0) {
+			arena_release(&h.arena); /* the model itself replaced: api.c refuses such a request */
+			free(h.body);            /* first, and no exchange was made */
+			continue;
+		}
+		if (xh_encode(&h, &url, &headers, &body) == 0) {
+			encoded++;
+			bad = !CHECKF(json_valid(body, strlen(body)) && url[0] != '\0',
+			    "%s, run %d: token %d = %s: the body is not JSON (or no URL): %s\n  from: %s",
+			    encoders[e].adapter->name, run, t, v, body, out);
+		} else {
+			refused++;
+			bad = !CHECKF(h.x.fail.msg[0] != '\0' && h.x.fail.status >= 400 && h.x.fail.status <= 599,
+			    "%s, run %d: token %d = %s: refused without a message or a 4xx/5xx (status %d)\n  from: %s",
+			    encoders[e].adapter->name, run, t, v, h.x.fail.status, out);
+		}
+		free(url);
+		free(headers);
+		free(body);
+		xh_teardown(&h);
+		bad |= !CHECKF(xh_in_use() == base_in_use, "run %d: %zu bytes in use after the exchange, %zu before", run,
+		    xh_in_use(), base_in_use);
+	}
+	CHECKF(bad || (encoded > runs / 10 && refused > runs / 10), "%d encoded, %d refused: the mutations should give both",
+	    encoded, refused);
+	free(out);
+}
+
 void
 suite_adversary(void)
 {
@@ -290,5 +395,6 @@ suite_adversary(void)
 		unit_case("adversary: %s mutated %d times, fed whole, cut or in small steps", fixtures[i].file, runs);
 		run_fixture(&fixtures[i], base, runs, seed);
 	}
+	run_requests(base, 10 * runs, seed);
 	mem_shutdown();
 }
