@@ -971,6 +971,30 @@ class SSEResult:
         return s[:limit]
 
 
+def recv_head(c):
+    """A raw server's side: read from socket c up to the end of a request's head. (head, the
+    bytes after it), or (None, b"") if c closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = c.recv(65536)
+        if not more:
+            return None, b""
+        data += more
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def recv_body(c, head, body):
+    """The rest of a request's body, as its Content-Length says (body: what came with the head)."""
+    m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    while m and len(body) < int(m.group(1)):
+        more = c.recv(65536)
+        if not more:
+            break
+        body += more
+    return body
+
+
 def read_sse(conn, timeout=10, t0=None, on_item=None, keep=True, stop=None, gap=None):
     """Read one streamed response from conn: the head, then the chunked body parsed as SSE as it
     arrives. on_item(kind, value, t) is called per item; keep=False does not store items (huge

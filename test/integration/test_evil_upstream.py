@@ -11,7 +11,7 @@ import random
 import socket
 import threading
 
-from harness import ROOT, Server, check, read_sse
+from harness import ROOT, Server, check, read_sse, recv_body, recv_head
 from test_mutated import check_answer, settled_memory
 
 FIXTURES = os.path.join(ROOT, "test", "fixtures")
@@ -84,24 +84,11 @@ class EvilProvider:
                 return
             try:
                 c.settimeout(5)
-                got = b""
-                while b"\r\n\r\n" not in got:
-                    more = c.recv(65536)
-                    if not more:
-                        break
-                    got += more
-                head, _, body = got.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                while len(body) < length:
-                    more = c.recv(65536)
-                    if not more:
-                        break
-                    body += more
-                c.sendall(self.answer)
-                c.shutdown(socket.SHUT_WR)
+                head, body = recv_head(c)
+                if head is not None:
+                    recv_body(c, head, body)
+                    c.sendall(self.answer)
+                    c.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
             finally:

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 
 from harness import (Mock, Server, assert_error, assert_status, check, eq, fail, make_test_ca,
-                     memory_in_use, read_sse)
+                     memory_in_use, read_sse, recv_body, recv_head)
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -1093,20 +1093,14 @@ class ForwardProxy:
 
     def one(self, c):
         with c:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                more = c.recv(65536)
-                if not more:
-                    return
-                data += more
-            head, body = data.split(b"\r\n\r\n", 1)
+            head, body = recv_head(c)
+            if head is None:
+                return
             lines = head.split(b"\r\n")
             if lines[0].startswith(b"CONNECT "):
                 self.lines.append(lines[0].decode())
                 return self.tunnel(c, lines[0].split(b" ")[1], body)
-            m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-            while m and len(body) < int(m.group(1)):
-                body += c.recv(65536)
+            body = recv_body(c, head, body)
             method, target, version = lines[0].split(b" ")
             self.lines.append(lines[0].decode())
             hp = re.match(rb"http://([^/:]+):(\d+)(/.*)", target)
