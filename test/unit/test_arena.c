@@ -152,6 +152,9 @@ test_strings(void)
 	p = arena_cat(&a, "<", longs, ">", (char *)NULL);
 	CHECK(p != NULL && strlen(p) == 10002 && p[0] == '<' && p[10001] == '>');
 	CHECK(p != NULL && memcmp(p + 1, longs, 10000) == 0);
+	/* More strings than lengths kept (12): the rest measured again when copied */
+	p = arena_cat(&a, "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "mm", "", "nnn", "o", (char *)NULL);
+	CHECK(p != NULL && strcmp(p, "abcdefghijklmmnnno") == 0);
 	arena_release(&a);
 }
 
