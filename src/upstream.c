@@ -48,6 +48,8 @@ static struct {
 	CURL         *cache[HANDLE_CACHE]; /* easy handles kept for reuse */
 	int           ncache;
 	int           running;
+	int           transfers;          /* added to the multi handle and not yet removed */
+	int           idle_max;           /* provider connections kept idle at most */
 	struct tls_ca ca;                 /* the embedded bundle */
 	struct tls_ca *provider_ca;       /* per provider, by index; .pem NULL if none */
 	const struct config *cfg;
@@ -172,6 +174,15 @@ proxy_env_empty(void)
 	return 1;
 }
 
+/* How many provider connections libcurl keeps: CURLMOPT_MAXCONNECTS counts those in use too (a
+ * connection given back is closed while the pool holds more), so a fixed number would reuse
+ * nothing once more transfers than it run at once. Those running, plus idle_max. */
+static void
+pool_limit(void)
+{
+	curl_multi_setopt(U.multi, CURLMOPT_MAXCONNECTS, (long)(U.transfers + U.idle_max));
+}
+
 int
 upstream_init(const struct config *cfg, char *err, size_t errlen)
 {
@@ -191,9 +202,11 @@ upstream_init(const struct config *cfg, char *err, size_t errlen)
 	curl_multi_setopt(U.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(U.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	/* Every client request holds at most one upstream connection, and idle ones are kept for
-	 * reuse, up to the same bound, so the fd budget of the loop is never exceeded. */
+	 * reuse, up to the same bound, so the fd budget of the loop is never exceeded (at the bound,
+	 * libcurl closes an idle connection to open a new one). */
 	curl_multi_setopt(U.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)max_connections);
-	curl_multi_setopt(U.multi, CURLMOPT_MAXCONNECTS, (long)(max_connections < IDLE_CONNECTIONS ? max_connections : IDLE_CONNECTIONS));
+	U.idle_max = max_connections < IDLE_CONNECTIONS ? max_connections : IDLE_CONNECTIONS;
+	pool_limit();
 	loop_on_tick(resume_pending, NULL);
 	return 0;
 }
@@ -297,6 +310,8 @@ finish(struct upstream *u, const struct upstream_result *r)
 	loop_timer_cancel(&u->timer);
 	u->easy = NULL;
 	curl_multi_remove_handle(U.multi, e);
+	U.transfers--;
+	pool_limit();
 	curl_slist_free_all(u->hdrs);
 	u->hdrs = NULL;
 	url_release(u);
@@ -530,7 +545,11 @@ upstream_start(struct upstream *u, const struct upstream_req *req, const struct 
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)p->timeout_connect);
 	/* libcurl copies the bundle into every connection it configures, so only TLS ones get it. */
 	curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, strncmp(req->url, "https:", 6) == 0 ? &ca : NULL);
+	U.transfers++; /* before the add: it may finish a transfer whose connection is then kept */
+	pool_limit();
 	if (curl_multi_add_handle(U.multi, e) != CURLM_OK) {
+		U.transfers--;
+		pool_limit();
 		u->easy = NULL;
 		curl_easy_cleanup(e);
 		url_release(u);

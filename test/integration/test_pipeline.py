@@ -516,6 +516,31 @@ def test_stream_keepalive_after_stream():
         assert_stream_exact(r3, want, "second stream on the same connection")
 
 
+def test_provider_connection_is_reused_while_many_streams_run():
+    # 100 slow streams hold 100 provider connections; meanwhile 20 sync requests one after
+    # another must share one more connection. libcurl's CURLMOPT_MAXCONNECTS counts connections
+    # in use too: a fixed 64 closed every connection a request gave back while more than 64 ran,
+    # so under load every request opened a new one (with a TLS provider, a handshake each).
+    n = 100
+    with pipeline(server={"max_connections": "512"}) as (s, m):
+        slow = []
+        for _ in range(n):
+            c = s.connect(15)
+            post(c, chat_body("mock/tokens=20,tps=4", True))
+            slow.append(c)
+        before = m.wait_stats(lambda st: st["active"] >= n, 10, f"{n} streams running at the mock")
+        for i in range(20):
+            r = sync(s, chat_body("mock/tokens=1"))
+            assert_status(r, 200, f"sync request {i} among {n} streams")
+        after = m.stats()
+        check(after["active"] >= n, f"the streams ended before the sync requests did: {after}")
+        check(after["connections"] - before["connections"] <= 2,
+              f"20 sync requests one after another opened {after['connections'] - before['connections']} "
+              f"provider connections while {n} streams ran (one should serve them all)")
+        for c in slow:
+            c.close()
+
+
 def test_stream_is_not_buffered():
     # 20 tokens 100 ms apart: the first content reaches the client long before the last
     with pipeline() as (s, m):

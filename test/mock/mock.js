@@ -129,12 +129,14 @@
  *
  * CONTROL ENDPOINTS (never counted, never logged)
  *   GET  /_mock/stats     {"name", "requests", "by_model": {model: n}, "active", "peak_active",
- *                         "aborted", "completed", "dropped", "errors"}. requests counts every
+ *                         "aborted", "completed", "dropped", "errors", "connections"}. requests counts every
  *                         non-control request (by_model under the model string as received);
  *                         it always equals active + completed + aborted + dropped. active = answers
  *                         in progress (stream or not); completed = answers the mock ended (any
  *                         status); aborted = the client went away before the end; dropped = the
- *                         mock destroyed the socket on purpose; errors = answers with status >= 400.
+ *                         mock destroyed the socket on purpose; errors = answers with status >= 400;
+ *                         connections = TCP connections accepted (a client that reuses them makes
+ *                         fewer than its requests).
  *   POST /_mock/reset     zero the counters (active stays live), forget the request log, the
  *                         fail_first counters and the scenario overrides.
  *   GET  /_mock/requests  the last 50 requests, oldest first: [{seq, method, path (with query),
@@ -277,7 +279,7 @@ function applyFailFirst(str, sc) {
 // State: counters, request log, fail_first counters, overrides
 
 const stats = { requests: 0, by_model: {}, active: 0, peak_active: 0, aborted: 0, completed: 0,
-  dropped: 0, errors: 0 };
+  dropped: 0, errors: 0, connections: 0 };
 let reqLog = [];
 let seq = 0;
 const failCounts = new Map();
@@ -285,7 +287,7 @@ const overrides = new Map();
 
 function resetState() {
   Object.assign(stats, { requests: 0, by_model: {}, peak_active: stats.active, aborted: 0,
-    completed: 0, dropped: 0, errors: 0 });
+    completed: 0, dropped: 0, errors: 0, connections: 0 });
   reqLog = [];
   failCounts.clear();
   overrides.clear();
@@ -1038,7 +1040,7 @@ function main() {
   server.keepAliveTimeout = 60 * 1000;
   server.timeout = 0;
   server.maxRequestsPerSocket = 0;
-  server.on('connection', (s) => s.setNoDelay(true));
+  server.on('connection', (s) => { stats.connections++; s.setNoDelay(true); });
   server.on('clientError', (err, sock) => { if (sock.writable) sock.end('HTTP/1.1 400 Bad Request\r\n\r\n'); else sock.destroy(); });
   server.on('error', (e) => { process.stderr.write(`mock[${NAME}]: ${e.message}\n`); process.exit(1); });
   for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
