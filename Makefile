@@ -35,6 +35,9 @@ endif
 
 B := build/$(FLAVOR)
 V := $(B)/vendor
+# The vendor stamp is named after its inputs' hash (build.sh keys its own stamps the same way),
+# so that a patch removed, which make cannot see as a newer prerequisite, rebuilds them too.
+VSTAMP := $(V)/.built-$(shell cat vendor/build.sh vendor/sources.lock vendor/patches/*.patch 2>/dev/null | sha256sum | cut -c1-16)
 VERSION := $(shell cat VERSION)
 
 WARN := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -60,12 +63,12 @@ fetch:
 	@vendor/fetch.sh
 
 # Vendor libraries are built once per flavour; the stamp files make a second make a no-op.
-$(V)/.built: vendor/sources.lock vendor/build.sh $(wildcard vendor/patches/*.patch)
+$(VSTAMP): vendor/sources.lock vendor/build.sh $(wildcard vendor/patches/*.patch)
 	@vendor/deps.sh build $(ARCH)
 	@vendor/fetch.sh
 	@vendor/build.sh $(VENDOR_ARCH) $(V)
 	@touch $@
-vendor: $(V)/.built
+vendor: $(VSTAMP)
 
 # Dependency versions for --version come from the lock file: one source of truth.
 $(B)/gen/deps.h: vendor/sources.lock
@@ -73,12 +76,12 @@ $(B)/gen/deps.h: vendor/sources.lock
 	@awk '!/^#/ && NF == 5 && !seen[$$1]++ { n = $$1; gsub(/[^a-z0-9]/, "_", n); \
 	  printf "#define DEB_%s \"%s\"\n", n, $$2 }' $< > $@
 
-$(B)/obj/%.o: src/%.c $(V)/.built $(B)/gen/deps.h $(wildcard src/*.h src/adapters/*.h)
+$(B)/obj/%.o: src/%.c $(VSTAMP) $(B)/gen/deps.h $(wildcard src/*.h src/adapters/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 # The CA bundle is embedded as bytes (.incbin): a scratch image needs no files for TLS.
-$(B)/obj/cacert.o: src/cacert.S $(V)/.built
+$(B)/obj/cacert.o: src/cacert.S $(VSTAMP)
 	@mkdir -p $(@D)
 	$(CC) -c -DCACERT_PEM='"$(V)/cacert.pem"' $< -o $@
 
@@ -86,7 +89,7 @@ $(B)/sluice: $(OBJS)
 	$(CC) $(LDFLAGS) $(OBJS) $(LIBS) -o $@
 	$(STRIP) $@
 
-$(B)/obj/test/%.o: test/unit/%.c $(V)/.built $(B)/gen/deps.h $(wildcard src/*.h src/adapters/*.h test/unit/*.h)
+$(B)/obj/test/%.o: test/unit/%.c $(VSTAMP) $(B)/gen/deps.h $(wildcard src/*.h src/adapters/*.h test/unit/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itest/unit -c $< -o $@
 
@@ -97,7 +100,7 @@ $(B)/unit: $(UNIT_OBJS) $(LIB_OBJS)
 $(B)/tlsprobe: $(B)/obj/test/tlsprobe.o $(LIB_OBJS)
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
 	$(STRIP) $@
-$(B)/obj/test/tlsprobe.o: test/system/tlsprobe.c $(V)/.built $(wildcard src/*.h)
+$(B)/obj/test/tlsprobe.o: test/system/tlsprobe.c $(VSTAMP) $(wildcard src/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -105,14 +108,14 @@ $(B)/obj/test/tlsprobe.o: test/system/tlsprobe.c $(V)/.built $(wildcard src/*.h)
 # (callgrind_annotate names the functions).
 $(B)/xlbench: $(B)/obj/test/xlbench.o $(LIB_OBJS)
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
-$(B)/obj/test/xlbench.o: test/bench/xlbench.c $(V)/.built $(B)/gen/deps.h $(wildcard src/*.h src/adapters/*.h)
+$(B)/obj/test/xlbench.o: test/bench/xlbench.c $(VSTAMP) $(B)/gen/deps.h $(wildcard src/*.h src/adapters/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 # libcurl alone, for the floor of issue 4's latency target (make bench): linked like xlbench.
 $(B)/curlfloor: $(B)/obj/test/curlfloor.o $(LIB_OBJS)
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
-$(B)/obj/test/curlfloor.o: test/bench/curlfloor.c $(V)/.built $(wildcard src/*.h)
+$(B)/obj/test/curlfloor.o: test/bench/curlfloor.c $(VSTAMP) $(wildcard src/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -20,6 +20,7 @@ from harness import (Mock, Server, assert_error, assert_status, check, eq, fail,
                      memory_in_use, read_sse, recv_body, recv_head)
 
 MSGS = [{"role": "user", "content": "hi"}]
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Server keys for these tests: heartbeats off, so "nothing is sent before the first content"
 # is observable; room for the huge-stream and many-stream tests.
@@ -1075,6 +1076,38 @@ def test_tls_provider_with_its_ca_works():
         assert_sync_and_stream_whole(s, m, "over TLS")
         eq(m.requests()[0]["headers"].get("authorization"), "Bearer sk-test",
            "Authorization over TLS")
+
+
+def test_tls_streams_share_one_parse_of_a_full_ca_bundle():
+    # A ca_file as large as the embedded bundle (Mozilla's ~140 roots, then the test CA): 30
+    # streams at once, each on a new TLS connection. libcurl copied the bundle into every
+    # connection and BearSSL parsed it into trust anchors for each (~340 KiB a stream, and
+    # ~40 ms of CPU per connection with nothing else running); with patch 08 they share one
+    # parse and the bundle itself.
+    d = make_test_ca("localhost")
+    roots = os.path.join(ROOT_DIR, "vendor", "src", "ca-certificates", "mozilla")
+    names = sorted(f for f in os.listdir(roots) if f.endswith(".crt"))
+    check(len(names) > 100, f"only {len(names)} roots in {roots} (run make first)")
+    with open(f"{d}/big.pem", "wb") as out:
+        for f in names:
+            out.write(open(os.path.join(roots, f), "rb").read())
+        out.write(open(f"{d}/ca.pem", "rb").read())
+    n = 30
+    mock = Mock(tls_cert=f"{d}/localhost.pem", tls_key=f"{d}/localhost.key", ca_file=f"{d}/ca.pem")
+    with pipeline(provider={"ca_file": f"{d}/big.pem"}, mock=mock) as (s, m):
+        assert_sync_and_stream_whole(s, m, "with the full bundle")
+        base = memory_in_use(s)
+        conns = []
+        for _ in range(n):
+            c = s.connect(15)
+            post(c, chat_body("mock/tokens=20,tps=4", True))
+            conns.append(c)
+        m.wait_stats(lambda st: st["active"] >= n, 20, f"{n} TLS streams running at the mock")
+        per = (memory_in_use(s) - base) / n
+        check(per < 128 * 1024, f"{per / 1024:.0f} KiB of memory a TLS stream (the CA bundle copied or "
+              f"parsed per connection?)")
+        for c in conns:
+            c.close()
 
 
 def test_tls_provider_with_wrong_ca_is_502_tls_failed():
