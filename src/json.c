@@ -340,21 +340,33 @@ json_valid(const char *s, size_t n)
 	return tokenize(s, n, NULL, 0, NULL) > 0;
 }
 
-/* Tokenize src, tokens in the arena: a counting pass, then one into exactly as many. Returns
- * the token count, or -1 for malformed JSON, -2 when memory is short. No skip links (a request
- * body may be large; what reads it skips by bisection). */
+/* A first pass's room: one token per 4 bytes (denser than any chat request: a long prompt is a
+ * few tokens in 200 KiB), at most JSON_GUESS_MAX tokens (1.25 MiB, given back at once). */
+#define JSON_GUESS_MAX 65536
+
+/* Tokenize src, tokens in the arena, exactly as many as there are. One pass into a room from mem
+ * that is given back at once (the tokens copied), so the arena takes no guess; only a text
+ * denser than the guess, or short memory, takes a counting pass first. Returns the token count,
+ * or -1 for malformed JSON, -2 when memory is short. No skip links (a request body may be
+ * large; what reads it skips by bisection). */
 int
 json_parse(struct json *j, struct arena *a, const char *src, size_t len)
 {
-	int n = tokenize(src, len, NULL, 0, NULL);
-	jsmntok_t *tok;
+	size_t guess = len / 4 + 16 < JSON_GUESS_MAX ? len / 4 + 16 : JSON_GUESS_MAX;
+	jsmntok_t *room = mem_alloc(guess * sizeof *room), *tok = NULL;
+	int n = tokenize(src, len, room, room != NULL ? (int)guess : 0, NULL);
 
+	if (n > 0 && (tok = arena_alloc(a, (size_t)n * sizeof *tok)) != NULL) {
+		if (room != NULL && (size_t)n <= guess)
+			memcpy(tok, room, (size_t)n * sizeof *tok);
+		else
+			tokenize(src, len, tok, n, NULL);
+		*j = (struct json){ .src = src, .tok = tok, .ntok = n };
+	}
+	mem_free(room);
 	if (n <= 0)
 		return -1;
-	if ((tok = arena_alloc(a, (size_t)n * sizeof *tok)) == NULL)
-		return -2;
-	*j = (struct json){ .src = src, .tok = tok, .ntok = tokenize(src, len, tok, n, NULL) };
-	return j->ntok;
+	return tok != NULL ? n : -2;
 }
 
 /*

@@ -264,6 +264,35 @@ test_parse_nomem(void)
 	arena_release(&a);
 }
 
+/* Denser than the first pass's room (a token per 2 bytes, the room a token per 4): the count
+ * is taken and the tokens laid down again, the same as a text that fits. */
+static void
+test_parse_dense(void)
+{
+	enum { N = 10000 };
+	char *doc = malloc(2 * N + 2);
+	struct arena a;
+	struct json j = { 0 };
+	int bad = 0;
+
+	unit_case("json_parse: a text denser than the first pass's room");
+	if (!CHECK(doc != NULL))
+		return;
+	doc[0] = '[';
+	for (int i = 0; i < N; i++)
+		doc[1 + 2 * i] = (char)('0' + i % 10), doc[2 + 2 * i] = i + 1 < N ? ',' : ']';
+	arena_init(&a);
+	if (CHECKF(json_parse(&j, &a, doc, 2 * N + 1) == N + 1, "%d tokens, want %d", j.ntok, N + 1)) {
+		CHECK(j.tok[0].type == JSMN_ARRAY && j.tok[0].size == N && j.tok[0].end == 2 * N + 1);
+		for (int i = 0; i < N && !bad; i++)
+			bad = j.tok[1 + i].type != JSMN_PRIMITIVE || j.tok[1 + i].start != 1 + 2 * i ||
+			    j.tok[1 + i].end != 2 + 2 * i || j.tok[1 + i].parent != 0;
+		CHECKF(!bad, "an element's token is wrong");
+	}
+	arena_release(&a);
+	free(doc);
+}
+
 static void
 test_find(void)
 {
@@ -797,6 +826,7 @@ suite_json(void)
 		return;
 	test_parse();
 	test_parse_nomem();
+	test_parse_dense();
 	test_find();
 	test_eq_lengths();
 	test_fields();
