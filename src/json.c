@@ -73,6 +73,13 @@ common3(const unsigned char *s)
 	return (w & 0xC0C0F0) == 0x8080E0 && (w & 0x0F) != 0 && (w & 0x0F) != 0x0D;
 }
 
+/* c follows a backslash as one of JSON's one-letter escapes: " \ / b f n r t. */
+static inline __attribute__((always_inline)) int
+simple_escape(unsigned char c)
+{
+	return c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't';
+}
+
 /* A string starting at the quote s[i]: the index after its closing quote, or 0 if invalid. */
 static inline __attribute__((always_inline)) size_t
 scan_string(const char *s, size_t i, size_t n)
@@ -112,7 +119,7 @@ scan_string(const char *s, size_t i, size_t n)
 					    ((s[i + k] | 0x20) >= 'a' && (s[i + k] | 0x20) <= 'f')))
 						return 0;
 				i += 6;
-			} else if (strchr("\"\\/bfnrt", s[i + 1]) != NULL && s[i + 1] != '\0') {
+			} else if (simple_escape((unsigned char)s[i + 1])) {
 				i += 2;
 			} else {
 				return 0;
