@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "sluice.h"
@@ -16,12 +16,15 @@ extern const char sluice_cacert_pem_end[];
 
 static const char PEM_BEGIN[] = "-----BEGIN CERTIFICATE-----";
 
-/* Load the trust store: `file` if given (mapped read-only at start), else the embedded one. */
+/* Load the trust store: `file` if given (read once at start: libcurl parses and hashes it once
+ * and keeps what it made, so the bytes must not change under it, as a mapping of a file that is
+ * rewritten would), else the embedded one. */
 int
 tls_ca_load(struct tls_ca *ca, const char *file, char *err, size_t errlen)
 {
 	struct stat st;
-	void *p;
+	char *p;
+	size_t got = 0;
 	int fd;
 
 	if (file == NULL || *file == '\0') {
@@ -34,21 +37,25 @@ tls_ca_load(struct tls_ca *ca, const char *file, char *err, size_t errlen)
 		snprintf(err, errlen, "ca_file %s: %s", file, strerror(errno));
 		return -1;
 	}
-	if (fstat(fd, &st) < 0 || st.st_size == 0) {
+	if (fstat(fd, &st) < 0 || st.st_size == 0 || (p = malloc((size_t)st.st_size)) == NULL) {
 		snprintf(err, errlen, "ca_file %s: empty or unreadable", file);
 		close(fd);
 		return -1;
 	}
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
-	if (p == MAP_FAILED) {
-		snprintf(err, errlen, "ca_file %s: %s", file, strerror(errno));
-		return -1;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, p + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
 	}
+	close(fd);
 	ca->pem = p;
-	ca->len = (size_t)st.st_size;
+	ca->len = got;
 	ca->source = file;
-	if (tls_ca_count(ca) == 0) {
+	if (got == 0 || tls_ca_count(ca) == 0) {
 		snprintf(err, errlen, "ca_file %s: no PEM certificate in it", file);
 		tls_ca_free(ca);
 		return -1;
@@ -60,7 +67,7 @@ void
 tls_ca_free(struct tls_ca *ca)
 {
 	if (ca->pem != NULL && ca->pem != sluice_cacert_pem)
-		munmap((void *)ca->pem, ca->len);
+		free((void *)ca->pem);
 	ca->pem = NULL;
 	ca->len = 0;
 }

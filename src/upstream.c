@@ -135,10 +135,19 @@ load_trust(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "memory is too small for the providers' trust stores");
 		return -1;
 	}
-	for (int i = 0; i < cfg->nproviders; i++)
-		if (cfg->providers[i].ca_file[0] &&
-		    tls_ca_load(&U.provider_ca[i], cfg->providers[i].ca_file, err, errlen) < 0)
+	for (int i = 0; i < cfg->nproviders; i++) {
+		const char *file = cfg->providers[i].ca_file;
+		int j = 0;
+
+		if (!file[0])
+			continue;
+		while (j < i && strcmp(cfg->providers[j].ca_file, file) != 0)
+			j++;
+		if (j < i) /* the same file: the same bytes, so libcurl parses and hashes it once */
+			U.provider_ca[i] = U.provider_ca[j];
+		else if (tls_ca_load(&U.provider_ca[i], file, err, errlen) < 0)
 			return -1;
+	}
 	return 0;
 }
 
@@ -176,11 +185,15 @@ proxy_env_empty(void)
 
 /* How many provider connections libcurl keeps: CURLMOPT_MAXCONNECTS counts those in use too (a
  * connection given back is closed while the pool holds more), so a fixed number would reuse
- * nothing once more transfers than it run at once. Those running, plus idle_max. */
+ * nothing once more transfers than it run at once. Those running, plus idle_max idle: libcurl
+ * checks while the finishing transfer is still counted here, hence the one less. Never 0, which
+ * libcurl reads as "its own default". */
 static void
 pool_limit(void)
 {
-	curl_multi_setopt(U.multi, CURLMOPT_MAXCONNECTS, (long)(U.transfers + U.idle_max));
+	int n = U.transfers + U.idle_max - 1;
+
+	curl_multi_setopt(U.multi, CURLMOPT_MAXCONNECTS, (long)(n > 0 ? n : 1));
 }
 
 int
@@ -543,9 +556,10 @@ upstream_start(struct upstream *u, const struct upstream_req *req, const struct 
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, u->errbuf);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)p->timeout_connect);
-	/* libcurl copies the bundle into every connection it configures, so only TLS ones get it. */
+	/* Borrowed, not copied (NOCOPY: the bundle lives as long as the process), and parsed once
+	 * for all connections (our libcurl patch 08); plain-HTTP transfers do not carry it. */
 	curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, strncmp(req->url, "https:", 6) == 0 ? &ca : NULL);
-	U.transfers++; /* before the add: it may finish a transfer whose connection is then kept */
+	U.transfers++;
 	pool_limit();
 	if (curl_multi_add_handle(U.multi, e) != CURLM_OK) {
 		U.transfers--;
