@@ -1110,6 +1110,24 @@ def test_tls_streams_share_one_parse_of_a_full_ca_bundle():
             c.close()
 
 
+def test_tls_providers_naming_one_ca_file_both_verify():
+    # Three providers, two naming the same ca_file (loaded once, shared), one another file with
+    # the same CA: each verifies the mock's certificate, sync and streamed.
+    d = make_test_ca("localhost")
+    with open(f"{d}/ca-copy.pem", "wb") as out:
+        out.write(open(f"{d}/ca.pem", "rb").read())
+    mock = Mock(tls_cert=f"{d}/localhost.pem", tls_key=f"{d}/localhost.key", ca_file=f"{d}/ca.pem")
+    with mock as m:
+        extra = "".join(f"\n[provider.{name}]\ntype = openai\nbase_url = {m.base_url}\napi_key = k\nca_file = {d}/{f}\n"
+                        for name, f in (("a", "ca.pem"), ("b", "ca.pem"), ("c", "ca-copy.pem")))
+        with Server(server=SERVER, extra=extra) as s:
+            for name in ("a", "b", "c", "b", "a"):
+                r = sync(s, chat_body(f"{name}/tokens=2"))
+                assert_status(r, 200, f"sync through provider {name}")
+                r = stream(s, chat_body(f"{name}/tokens=2", True))
+                check(r.status == 200 and r.data and r.data[-1] == "[DONE]", f"stream through {name}: {r.describe()}")
+
+
 def test_tls_provider_with_wrong_ca_is_502_tls_failed():
     with tls_case("other-ca.pem") as (s, m):
         for streamed in (False, True):
